@@ -1,0 +1,300 @@
+"""The event catalog.
+
+Every message in the system is a CloudEvents 1.0 event. On Kafka it travels in
+binary mode (attributes as ``ce_*`` headers, ``data`` as the JSON value); over HTTP
+it is a CloudEvents JSON object. Each event type is one frozen model whose
+``type`` is a literal, so that :data:`EVENT_ADAPTER` can validate any event in one
+call and pick the model by its type.
+
+``subject`` is the account id and ``tenant`` the tenant id (a CloudEvents
+extension attribute set by ingest from the API key, never by the sender).
+Money is integer minor units plus an ISO 4217 currency code.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+SPECVERSION = "1.0"
+
+Identifier = Annotated[str, Field(min_length=1, max_length=200)]
+TenantId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+AccountId = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[^:\s][^\s]*$")
+]
+
+
+class Contract(BaseModel):
+    """Base of every contract model: immutable and strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Money(Contract):
+    """An exact amount: integer minor units (cents) and an ISO 4217 currency."""
+
+    amount: int = Field(description="Integer minor units, e.g. 50000 for 500.00 USD.")
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD.")
+
+
+# ---------------------------------------------------------------- data payloads
+
+
+class SubscriptionUpdatedData(Contract):
+    plan: Identifier
+    interval: Literal["month", "year"]
+    seats_purchased: int = Field(ge=0)
+    mrr: Money
+    renewal_date: date
+    status: Literal["trialing", "active", "past_due", "paused", "canceled"]
+
+
+class InvoicePaidData(Contract):
+    invoice_id: Identifier
+    amount: Money
+
+
+class CancellationRequestedData(Contract):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class CreditAppliedData(Contract):
+    credit_id: Identifier
+    invoice_id: Identifier
+    amount: Money
+
+
+class LoginData(Contract):
+    user_id: Identifier
+
+
+class FeatureUsedData(Contract):
+    user_id: Identifier
+    feature: Identifier
+    key_action: bool = False
+
+
+class OnboardingCompletedData(Contract):
+    user_id: Identifier
+
+
+class SeatsChangedData(Contract):
+    seats_used: int = Field(ge=0)
+
+
+class TicketOpenedData(Contract):
+    ticket_id: Identifier
+    priority: Literal["low", "normal", "high", "urgent"]
+
+
+class NpsSubmittedData(Contract):
+    user_id: Identifier
+    score: int = Field(ge=0, le=10)
+
+
+class AccountFeatures(Contract):
+    """The account facts a segment transition carries for downstream rules."""
+
+    seats_purchased: int = Field(ge=0)
+    seats_used: int = Field(ge=0)
+    mrr: Money | None = None
+    plan: str | None = None
+    interval: Literal["month", "year"] | None = None
+    renewal_date: date | None = None
+
+
+class SegmentChangedData(Contract):
+    segment: Identifier
+    features: AccountFeatures
+    user_id: str | None = Field(default=None, description="The user whose action caused it.")
+
+
+class Reward(Contract):
+    """What an offer gives. ``cost`` is the discount-equivalent value the ledger caps."""
+
+    kind: Literal["service_credit", "renewal_credit", "discount", "pause", "beta_access",
+                  "training", "feature_pass"]
+    value: Money | None = None
+    cost: Money
+
+
+class OfferIssuedData(Contract):
+    offer_id: Identifier
+    rule: Identifier
+    reward: Reward
+    user_id: str | None = None
+    expires_at: AwareDatetime | None = None
+    reason: str = Field(description="Why the offer was made, for people.")
+
+
+class CreditGrantedData(Contract):
+    credit_id: Identifier
+    offer_id: Identifier
+    amount: Money
+    expires_at: AwareDatetime | None = None
+
+
+class CreditRejectedData(Contract):
+    offer_id: Identifier
+    amount: Money
+    reason: str
+
+
+class TenantKeyAddedData(Contract):
+    """A tenant API key, stored as a SHA-256 hash; the key itself never travels."""
+
+    name: str = Field(min_length=1, max_length=200)
+    key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+# ---------------------------------------------------------------- events
+
+
+class Event(Contract):
+    """A CloudEvents 1.0 event (the attributes this system uses)."""
+
+    VERSION: ClassVar[int] = 1
+
+    specversion: Literal["1.0"] = SPECVERSION
+    id: Identifier = Field(description="Unique per tenant; a repeated id is already done.")
+    source: Annotated[str, Field(min_length=1, max_length=500)]
+    type: str
+    subject: AccountId = Field(description="The account id.")
+    time: AwareDatetime = Field(description="Event time (RFC 3339).")
+    tenant: TenantId = Field(description="Extension attribute, set from the API key.")
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: Any
+
+    @property
+    def key(self) -> str:
+        """Kafka key: ``{tenant}:{account}`` keeps one account's events ordered."""
+        return f"{self.tenant}:{self.subject}"
+
+
+class SubscriptionUpdated(Event):
+    type: Literal["billing.subscription_updated"]
+    data: SubscriptionUpdatedData
+
+
+class InvoicePaid(Event):
+    type: Literal["billing.invoice_paid"]
+    data: InvoicePaidData
+
+
+class CancellationRequested(Event):
+    type: Literal["billing.cancellation_requested"]
+    data: CancellationRequestedData
+
+
+class CreditApplied(Event):
+    type: Literal["billing.credit_applied"]
+    data: CreditAppliedData
+
+
+class Login(Event):
+    type: Literal["product.login"]
+    data: LoginData
+
+
+class FeatureUsed(Event):
+    type: Literal["product.feature_used"]
+    data: FeatureUsedData
+
+
+class OnboardingCompleted(Event):
+    type: Literal["product.onboarding_completed"]
+    data: OnboardingCompletedData
+
+
+class SeatsChanged(Event):
+    type: Literal["product.seats_changed"]
+    data: SeatsChangedData
+
+
+class TicketOpened(Event):
+    type: Literal["support.ticket_opened"]
+    data: TicketOpenedData
+
+
+class NpsSubmitted(Event):
+    type: Literal["support.nps_submitted"]
+    data: NpsSubmittedData
+
+
+class SegmentEntered(Event):
+    type: Literal["segment.entered"]
+    data: SegmentChangedData
+
+
+class SegmentExited(Event):
+    type: Literal["segment.exited"]
+    data: SegmentChangedData
+
+
+class OfferIssued(Event):
+    type: Literal["offer.issued"]
+    data: OfferIssuedData
+
+
+class CreditGranted(Event):
+    type: Literal["credit.granted"]
+    data: CreditGrantedData
+
+
+class CreditRejected(Event):
+    type: Literal["credit.rejected"]
+    data: CreditRejectedData
+
+
+class TenantKeyAdded(Event):
+    """On the ``tenants`` topic; ``subject`` and ``tenant`` are the tenant id."""
+
+    type: Literal["tenant.key_added"]
+    data: TenantKeyAddedData
+
+
+AnyEvent = Annotated[
+    SubscriptionUpdated
+    | InvoicePaid
+    | CancellationRequested
+    | CreditApplied
+    | Login
+    | FeatureUsed
+    | OnboardingCompleted
+    | SeatsChanged
+    | TicketOpened
+    | NpsSubmitted
+    | SegmentEntered
+    | SegmentExited
+    | OfferIssued
+    | CreditGranted
+    | CreditRejected
+    | TenantKeyAdded,
+    Field(discriminator="type"),
+]
+
+EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+"""Validates any catalogued event; built once."""
+
+CATALOG: dict[str, type[Event]] = {
+    model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
+    for model in (
+        SubscriptionUpdated, InvoicePaid, CancellationRequested, CreditApplied, Login,
+        FeatureUsed, OnboardingCompleted, SeatsChanged, TicketOpened, NpsSubmitted,
+        SegmentEntered, SegmentExited, OfferIssued, CreditGranted, CreditRejected,
+        TenantKeyAdded,
+    )
+}
+"""Event type -> model."""
+
+INGESTIBLE_FAMILIES = ("product", "billing", "support")
+"""Type families that producers may send; ``product.x`` goes to ``events.product``."""
+
+
+def topic_family(event_type: str) -> str | None:
+    """The ``events.<family>`` a producer event type belongs to, or None."""
+    family = event_type.split(".", 1)[0]
+    return family if family in INGESTIBLE_FAMILIES else None

@@ -1,0 +1,1 @@
+"""The loyalty engine's four services, their shared runtime and the CLI."""

@@ -1,0 +1,270 @@
+"""The ``loyalty`` command line: ``up``, ``serve``, ``tenants create``, ``topics create``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.runtime.config import Settings
+from services.runtime.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    die_with_parent,
+    env_with,
+)
+from services.runtime.topics import TENANTS, TopicNames, broker_incarnation, ensure_topics
+
+log = logging.getLogger("loyalty")
+
+SERVICES = {"ingest": 8080, "segmenter": 8081, "offers": 8082, "ledger": 8083}
+APPS = {name: f"services.{name}.app:create_app" for name in SERVICES}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loyalty", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="the whole system on this machine")
+    up.add_argument("--demo", action="store_true", help="stream synthetic SaaS traffic")
+    up.add_argument("--data-dir", type=Path, default=Path(".loyalty"))
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--broker-port", type=int, default=9092)
+    up.add_argument("--demo-accounts", type=int, default=300)
+    for name, port in SERVICES.items():
+        up.add_argument(f"--{name}-port", type=int, default=port)
+
+    serve = sub.add_parser("serve", help="run one service against the configured stack")
+    serve.add_argument("service", choices=sorted(SERVICES))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int)
+
+    tenants = sub.add_parser("tenants", help="tenant API keys")
+    tsub = tenants.add_subparsers(dest="tenants_command", required=True)
+    create = tsub.add_parser("create", help="create a tenant (or a new key for it)")
+    create.add_argument("name")
+
+    topics = sub.add_parser("topics", help="Kafka topics")
+    tosub = topics.add_subparsers(dest="topics_command", required=True)
+    tosub.add_parser("create", help="create the missing topics")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOYALTY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "aiokafka", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command == "serve":
+        return serve_one(args.service, args.host, args.port or SERVICES[args.service])
+    if args.command == "tenants":
+        key = asyncio.run(create_tenant_key(Settings(), args.name))
+        print(f"tenant {args.name!r} API key (shown once, store it now):\n{key}")
+        return 0
+    if args.command == "topics":
+        settings = Settings()
+        made = asyncio.run(ensure_topics(settings.kafka_bootstrap,
+                                         TopicNames(settings.topic_prefix), settings.partitions))
+        print(f"created {len(made)} topics" + (": " + ", ".join(made) if made else ""))
+        return 0
+    return Up(args).run()
+
+
+def serve_one(service: str, host: str, port: int) -> int:
+    import uvicorn
+
+    uvicorn.run(APPS[service], factory=True, host=host, port=port, log_level="warning",
+                lifespan="on")
+    return 0
+
+
+async def create_tenant_key(settings: Settings, name: str, key: str | None = None) -> str:
+    """Publishes a new key's hash on the tenants topic; returns the key."""
+    from services.runtime.codec import encode
+    from services.runtime.relay import make_producer
+    from services.runtime.tenants import key_added_event, new_api_key
+
+    names = TopicNames(settings.topic_prefix)
+    await ensure_topics(settings.kafka_bootstrap, names, settings.partitions)
+    key = key or new_api_key()
+    msg = encode(key_added_event(name, key))
+    producer = make_producer(settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(names.physical(TENANTS), msg.value, key=msg.key,
+                                     headers=msg.headers)
+    finally:
+        await producer.stop()
+    return key
+
+
+class Up:
+    """``loyalty up``: embedded stack (unless configured), four service processes,
+    optional demo traffic; Ctrl-C or SIGTERM stops every child."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.broker: EmbeddedBroker | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.stop = False
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            self._shutdown()
+
+    def _run(self) -> int:
+        a = self.args
+        data_dir: Path = a.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env: dict[str, str] = {}
+        if "LOYALTY_KAFKA_BOOTSTRAP" in os.environ:
+            bootstrap = os.environ["LOYALTY_KAFKA_BOOTSTRAP"]
+        else:
+            self.broker = EmbeddedBroker(a.host, a.broker_port, data_dir / "broker.log")
+            self.broker.start()
+            bootstrap = self.broker.bootstrap
+        env["LOYALTY_KAFKA_BOOTSTRAP"] = bootstrap
+        if "LOYALTY_DATABASE_URL" in os.environ:
+            db_url = os.environ["LOYALTY_DATABASE_URL"]
+        else:
+            self.postgres = EmbeddedPostgres(data_dir / "pg")
+            db_url = self.postgres.start()
+        env["LOYALTY_DATABASE_URL"] = db_url
+        os.environ.update(env)
+        settings = Settings()
+        names = TopicNames(settings.topic_prefix)
+
+        async def prepare() -> str:
+            await ensure_topics(bootstrap, names, settings.partitions)
+            await broker_incarnation(bootstrap, names)
+            demo_key = settings.demo_api_key.get_secret_value() if settings.demo_api_key else None
+            return await create_tenant_key(settings, "demo", demo_key)
+
+        key = asyncio.run(prepare())
+        for name in SERVICES:
+            port = getattr(a, f"{name}_port")
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve", name, "--host", a.host,
+                 "--port", str(port)],
+                env=env_with(**env), preexec_fn=die_with_parent)  # noqa: PLW1509
+        urls = {n: f"http://{a.host}:{getattr(a, f'{n}_port')}" for n in SERVICES}
+        if not self._wait_ready(urls):
+            return 1
+        print("\nloyalty engine is up", flush=True)
+        print(f"  broker    {bootstrap}" + ("  (embedded, in memory)" if self.broker else ""))
+        print(f"  postgres  {db_url.split('?')[0]}" + ("  (embedded, ./.loyalty/pg)"
+                                                       if self.postgres else ""))
+        for n, url in urls.items():
+            print(f"  {n:<9} {url}   ({url}/metrics)")
+        print(f"  demo tenant API key: {key}")
+        print(f"\nsend an event:\n  curl -X POST {urls['ingest']}/v1/events"
+              f" -H 'Authorization: Bearer {key}'"
+              " -H 'Content-Type: application/cloudevents+json' -d @event.json")
+        print("\nCtrl-C stops everything.\n", flush=True)
+        asyncio.run(self._watch(bootstrap, names, urls["ingest"], key))
+        return 0
+
+    def _wait_ready(self, urls: dict[str, str], timeout_s: float = 120) -> bool:
+        deadline = time.monotonic() + timeout_s
+        pending = dict(urls)
+        while pending and not self.stop:
+            for name, url in list(pending.items()):
+                if self.children[name].poll() is not None:
+                    print(f"{name} exited with {self.children[name].returncode}",
+                          file=sys.stderr)
+                    return False
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                        del pending[name]
+            if time.monotonic() > deadline:
+                print(f"not ready in {timeout_s:.0f}s: {', '.join(pending)}", file=sys.stderr)
+                return False
+            time.sleep(0.3)
+        return not self.stop
+
+    async def _watch(self, bootstrap: str, names: TopicNames, ingest: str, key: str) -> None:
+        from services.demo import run_demo
+
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(self._tail_credits(bootstrap, names, stop))]
+        if self.args.demo:
+            tasks.append(asyncio.create_task(run_demo(ingest, key, self.args.demo_accounts,
+                                                      stop=stop)))
+        while not self.stop:
+            dead = [n for n, p in self.children.items() if p.poll() is not None]
+            if dead:
+                print(f"service(s) exited: {', '.join(dead)}; stopping", file=sys.stderr)
+                break
+            await asyncio.sleep(0.3)
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _tail_credits(self, bootstrap: str, names: TopicNames,
+                            stop: asyncio.Event) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        from services.runtime.codec import DecodeError, decode
+
+        consumer = AIOKafkaConsumer(names.physical("credits.decisions"),
+                                    bootstrap_servers=bootstrap, group_id=None,
+                                    auto_offset_reset="latest", enable_auto_commit=False)
+        await consumer.start()
+        granted, cents, last = 0, 0, time.monotonic()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=500)
+                for recs in batch.values():
+                    for r in recs:
+                        with contextlib.suppress(DecodeError):
+                            ev = decode(r.value, r.headers)
+                            if ev.type == "credit.granted":
+                                granted += 1
+                                cents += ev.data.amount.amount
+                                if granted <= 5:
+                                    print(f"credit.granted {ev.subject}: "
+                                          f"{ev.data.amount.amount / 100:.2f} "
+                                          f"{ev.data.amount.currency}", flush=True)
+                if time.monotonic() - last > 10 and granted:
+                    print(f"[credits] {granted} granted so far, {cents / 100:.2f} in total",
+                          flush=True)
+                    last = time.monotonic()
+        finally:
+            await consumer.stop()
+
+    def _shutdown(self) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.children.values():
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ingest: HTTP intake of CloudEvents, tenant auth, validation, produce."""

@@ -1,0 +1,77 @@
+"""``POST /v1/events``: one CloudEvent or a batch of up to 1,000."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from services.ingest.adapters.kafka import BrokerUnavailable, KafkaEventPublisher
+from services.ingest.domain import BatchTooLarge, NotAnEventList, topic_for, validate
+from services.runtime.service import TenantDep
+
+router = APIRouter()
+
+SINGLE = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+RETRY_AFTER_S = 5
+
+
+def _problem(status: int, title: str, **extra: Any) -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"title": title, "status": status, **extra}, status_code=status,
+                        headers=headers)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+@router.post("/v1/events", status_code=202, responses={
+    401: {"description": "missing or unknown API key"},
+    413: {"description": "body or batch too large"},
+    415: {"description": "not a CloudEvents JSON content type"},
+    422: {"description": "invalid events, by index, field and reason"},
+    503: {"description": "broker unavailable; retry after Retry-After seconds"},
+})
+async def post_events(request: Request, tenant: TenantDep) -> JSONResponse:
+    """Accepts events; 202 only once the broker acknowledged every one of them."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in (SINGLE, BATCH, "application/json"):
+        return _problem(415, f"unsupported content type {ctype!r}; use {SINGLE} or {BATCH}")
+    limit: int = request.app.state.settings.ingest_max_body_bytes
+    body = await _read_limited(request, limit)
+    if body is None:
+        return _problem(413, f"body larger than {limit} bytes")
+    try:
+        raw = json.loads(body)
+    except ValueError as exc:
+        return _problem(400, f"body is not JSON: {exc}")
+    batch = ctype == BATCH or (ctype == "application/json" and isinstance(raw, list))
+    try:
+        events, errors = validate(raw, tenant, batch)
+    except BatchTooLarge as exc:
+        return _problem(413, str(exc))
+    except NotAnEventList as exc:
+        return _problem(400, str(exc))
+    if errors:
+        return _problem(422, "invalid events; nothing was accepted", errors=[
+            {"index": e.index, "field": e.field, "reason": e.reason} for e in errors])
+    publisher: KafkaEventPublisher = request.app.state.publisher
+    try:
+        await publisher.publish([(topic_for(e), e) for e in events])
+    except BrokerUnavailable as exc:
+        return _problem(503, f"broker unavailable: {exc}; nothing may have been accepted,"
+                             " retry the whole request (duplicates are dropped by id)")
+    return JSONResponse({"accepted": len(events), "ids": [e.id for e in events]},
+                        status_code=202)

@@ -1,0 +1,1 @@
+"""ledger: double-entry credit ledger, caps, approvals, expiry, liability."""

@@ -1,0 +1,1 @@
+"""offers: triggers to rewards, holdouts, contact policy, offer lifecycle."""

@@ -1,0 +1,127 @@
+"""The outbox relay: publishes committed outbox rows to Kafka, in order.
+
+One relay per service schema is active at a time (a transaction-scoped advisory
+lock), so rows go out in ``id`` order. Rows of one account are written by one
+partition owner, batch after batch, so their ids follow commit order and the
+account's messages stay ordered. A row is deleted only after the broker
+acknowledged it (``acks=all``); a crash in between publishes it again, and
+consumers drop the repeat by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import zlib
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.runtime.metrics import RuntimeMetrics
+from services.runtime.worker import FaultHook, is_transient
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(bootstrap: str, **extra: Any) -> AIOKafkaProducer:
+    """The producer settings of the whole system: acks from all replicas, no
+    idempotent producer (the embedded broker lacks InitProducerId)."""
+    options: dict[str, Any] = {"linger_ms": 2, "request_timeout_ms": 10_000, **extra}
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+                            **options)
+
+
+class OutboxRelay:
+    def __init__(self, *, service: str, schema: str, engine: AsyncEngine, bootstrap: str,
+                 metrics: RuntimeMetrics, fault: FaultHook | None = None,
+                 batch_size: int = 2_000) -> None:
+        self.service = service
+        self.engine = engine
+        self.bootstrap = bootstrap
+        self.metrics = metrics
+        self.fault = fault or (lambda step: None)
+        self.batch_size = batch_size
+        self._lock_key = zlib.crc32(f"outbox:{schema}".encode())
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        self._producer = make_producer(self.bootstrap)
+        await self._producer.start()
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-relay")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=15)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            except BaseException:  # noqa: BLE001 - a crashed relay is stopped all the same
+                pass
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                sent = await self.publish_once()
+                delay = 0.1
+            except Exception as exc:
+                log.warning("%s: relay failed (%s); retry in %.1fs", self.service, exc, delay)
+                if not is_transient(exc):
+                    log.exception("%s: unexpected relay error", self.service)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if sent < self.batch_size:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+
+    async def publish_once(self) -> int:
+        """Publishes one batch of outbox rows; returns how many."""
+        assert self._producer is not None
+        async with self.engine.begin() as conn:
+            got = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                      {"k": self._lock_key})).scalar_one()
+            if not got:
+                return 0
+            rows = (await conn.execute(text(
+                "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT :n"),
+                {"n": self.batch_size})).all()
+            if not rows:
+                self.metrics.outbox_backlog.set(0)
+                return 0
+            futures = []
+            for _id, topic, key, value, headers in rows:
+                hdrs = [(k, base64.b64decode(v)) for k, v in (
+                    headers if isinstance(headers, list) else json.loads(headers))]
+                futures.append(await self._producer.send(topic, value, key=key, headers=hdrs))
+            await asyncio.gather(*futures)
+            self.fault("relay_after_send")
+            await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"),
+                               {"ids": [r[0] for r in rows]})
+            backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+        self.metrics.outbox_backlog.set(backlog)
+        for row in rows:
+            self.metrics.published(row[1]).inc()
+        return len(rows)

@@ -1,0 +1,190 @@
+"""Wiring shared by the four services: engine, migrations, incarnation check,
+consumer worker, outbox relay, metrics, and the base FastAPI app
+(``/health``, ``/ready``, ``/metrics``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.runtime.config import Settings
+from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
+from services.runtime.metrics import RuntimeMetrics
+from services.runtime.relay import OutboxRelay
+from services.runtime.tenants import TenantKeys, fold_tenant_keys
+from services.runtime.topics import TENANTS, TopicNames, broker_incarnation, ensure_topics
+from services.runtime.worker import ConsumerWorker, FaultHook, Handler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceSpec:
+    """What makes a service: its name, schema, migrations and topic handlers."""
+
+    name: str
+    migrations: Path | None = None
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    schema: str | None = None
+
+    @property
+    def db_schema(self) -> str:
+        return self.schema or self.name
+
+
+class ServiceRuntime:
+    """Starts and stops everything a service runs besides its HTTP routes."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings,
+                 fault: FaultHook | None = None) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.names = TopicNames(settings.topic_prefix)
+        self.metrics = RuntimeMetrics(spec.name)
+        self.engine: AsyncEngine = create_engine(settings.async_database_url(), spec.db_schema)
+        self.tenant_keys = TenantKeys(self.engine)
+        self.fault = fault
+        self.relay = OutboxRelay(service=spec.name, schema=spec.db_schema, engine=self.engine,
+                                 bootstrap=settings.kafka_bootstrap, metrics=self.metrics,
+                                 fault=fault)
+        handlers = {TENANTS: fold_tenant_keys, **spec.handlers}
+        self.worker = ConsumerWorker(
+            service=spec.name, engine=self.engine, bootstrap=settings.kafka_bootstrap,
+            names=self.names, handlers=handlers, metrics=self.metrics,
+            on_committed=self.relay.wake, fault=fault,
+            session_timeout_ms=settings.session_timeout_ms,
+            max_records=settings.batch_max_records, poll_ms=settings.consumer_poll_ms,
+        )
+        self.started = False
+
+    async def start(self) -> None:
+        components = {"runtime": RUNTIME_MIGRATIONS}
+        if self.spec.migrations is not None:
+            components[self.spec.name] = self.spec.migrations
+        await _retry(lambda: migrate(self.engine, self.spec.db_schema, components),
+                     f"{self.spec.name}: database")
+        await _retry(lambda: ensure_topics(self.settings.kafka_bootstrap, self.names,
+                                           self.settings.partitions),
+                     f"{self.spec.name}: broker")
+        await self.check_incarnation()
+        await self.relay.start()
+        await self.worker.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+        await self.relay.stop()
+        await self.engine.dispose()
+
+    async def check_incarnation(self) -> None:
+        """Drops stored offsets that belong to a topic set the broker no longer has."""
+        current = await broker_incarnation(self.settings.kafka_bootstrap, self.names)
+        key = f"incarnation:{self.names.prefix}"
+        async with self.engine.begin() as conn:
+            stored = (await conn.execute(text(
+                "SELECT value FROM runtime_meta WHERE name = :n FOR UPDATE"), {"n": key}
+            )).scalar_one_or_none()
+            if stored == current:
+                return
+            if stored is not None:
+                dropped = (await conn.execute(text(
+                    "DELETE FROM consumer_offsets WHERE topic LIKE :p"),
+                    {"p": self.names.prefix.replace("%", r"\%") + "%"})).rowcount
+                log.warning("%s: the broker's topics were recreated (incarnation %s -> %s);"
+                            " dropped %d stored offsets, reading the new topics from the start",
+                            self.spec.name, stored, current, dropped)
+            await conn.execute(text(
+                "INSERT INTO runtime_meta (name, value) VALUES (:n, :v)"
+                " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"),
+                {"n": key, "v": current})
+
+    @property
+    def ready(self) -> bool:
+        return self.started and self.worker.alive and self.relay.alive
+
+
+async def _retry(step: Callable[[], Awaitable[object]], what: str, attempts: int = 30) -> None:
+    delay = 0.2
+    for attempt in range(attempts):
+        try:
+            await step()
+            return
+        except Exception as exc:  # noqa: BLE001 - start-up waits for its dependencies
+            if attempt == attempts - 1:
+                raise
+            log.warning("%s not ready (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def current_tenant(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The tenant of the bearer API key, or 401."""
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise HTTPException(401, "missing bearer API key",
+                            headers={"WWW-Authenticate": "Bearer"})
+    keys: TenantKeys = request.app.state.tenant_keys
+    tenant = await keys.tenant_for(creds.credentials)
+    if tenant is None:
+        raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(current_tenant)]
+
+
+def base_app(runtime: ServiceRuntime, *, title: str,
+             extra_lifespan: Callable[[], Awaitable[None]] | None = None,
+             extra_shutdown: Callable[[], Awaitable[None]] | None = None,
+             extra_ready: Callable[[], bool] | None = None) -> FastAPI:
+    """A FastAPI app whose lifespan runs ``runtime``, with health, readiness and metrics."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        if extra_lifespan is not None:
+            await extra_lifespan()
+        try:
+            yield
+        finally:
+            if extra_shutdown is not None:
+                await extra_shutdown()
+            await runtime.stop()
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.tenant_keys = runtime.tenant_keys
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.spec.name}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready(response: Response) -> dict[str, object]:
+        ok = runtime.ready and (extra_ready is None or extra_ready())
+        response.status_code = 200 if ok else 503
+        return {"ready": ok, "consumer": runtime.worker.alive, "relay": runtime.relay.alive,
+                "partitions": len(runtime.worker.assigned)}
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(runtime.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,464 @@
+"""The consumer worker: effectively-once batch processing.
+
+For each batch read from Kafka, one Postgres transaction
+
+1. locks the stored offsets of the batch's partitions (``FOR UPDATE``) and drops
+   records below them — a zombie instance that lost a partition in a rebalance
+   can therefore never apply a record twice;
+2. drops events whose ``(tenant, id)`` is already in ``processed_events``
+   (producer retries, replays);
+3. runs the service's handlers, which write their effects and queue outbox rows;
+4. queues undecodable messages for ``<topic>.dlq`` (also through the outbox);
+5. stores the next offsets.
+
+A crash anywhere before the commit changes nothing; after it, the stored offsets
+say where to resume. On partition assignment the consumer seeks to the offsets
+stored in Postgres, never to Kafka's committed ones (those are written too, best
+effort, only so that standard lag tools work).
+
+Transient errors (connection loss, serialization failures, deadlocks) retry the
+batch with exponential backoff. A handler that raises on some event makes the
+worker split the batch and dead-letter that event alone, with the error as the
+reason; the rest of the batch is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from schemas import AnyEvent, Event
+from services.runtime.codec import DecodeError, decode, encode
+from services.runtime.metrics import RuntimeMetrics
+from services.runtime.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+FaultHook = Callable[[str], None]
+"""Called with a step name (``before_commit``, ``after_commit``, ``relay_after_send``);
+tests raise from it to simulate a crash at that step."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A decoded event and where it came from."""
+
+    event: AnyEvent
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class UnitOfWork:
+    """What a handler gets: the batch's open transaction and an outbox to publish into."""
+
+    conn: AsyncConnection
+    names: TopicNames
+    _rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def publish(self, topic: str, event: Event) -> None:
+        """Queue ``event`` for the logical ``topic``; sent after the transaction commits."""
+        msg = encode(event)
+        self._rows.append(_outbox_row(self.names.physical(topic), msg.key, msg.value,
+                                      msg.headers))
+
+    def dead_letter(self, record: ConsumerRecord[bytes, bytes], logical_topic: str,
+                    reason: str, service: str) -> None:
+        headers = list(record.headers or ()) + [
+            ("dlq_reason", reason.encode()[:4000]),
+            ("dlq_service", service.encode()),
+            ("dlq_source_topic", record.topic.encode()),
+            ("dlq_source_partition", str(record.partition).encode()),
+            ("dlq_source_offset", str(record.offset).encode()),
+        ]
+        self._rows.append(_outbox_row(self.names.dlq(logical_topic), record.key,
+                                      record.value, headers))
+
+    async def flush(self) -> int:
+        if self._rows:
+            await self.conn.execute(text(
+                "INSERT INTO outbox (topic, key, value, headers)"
+                " VALUES (:topic, :key, :value, CAST(:headers AS jsonb))"), self._rows)
+        n = len(self._rows)
+        self._rows = []
+        return n
+
+
+def _outbox_row(topic: str, key: bytes | None, value: bytes | None,
+                headers: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
+    return {
+        "topic": topic, "key": key, "value": value,
+        "headers": json.dumps([[k, base64.b64encode(v).decode()] for k, v in headers]),
+    }
+
+
+Handler = Callable[[UnitOfWork, Sequence[Inbound]], Awaitable[None]]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying the same batch for: the infrastructure, not the data."""
+    if isinstance(exc, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError,
+                        sa_exc.InterfaceError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        for err in (exc.orig, getattr(exc.orig, "__cause__", None)):
+            state = getattr(err, "sqlstate", None)
+            if isinstance(state, str) and state[:2] in ("08", "40", "53", "57"):
+                return True
+        name = type(getattr(exc.orig, "__cause__", None)).__name__
+        return "Connection" in name
+    return False
+
+
+class _SplitBatch(Exception):
+    """Raised inside the transaction to roll it back and retry record by record."""
+
+
+class ConsumerWorker:
+    """Consumes ``handlers``' topics in a consumer group and applies them effectively once."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        engine: AsyncEngine,
+        bootstrap: str,
+        names: TopicNames,
+        handlers: dict[str, Handler],
+        metrics: RuntimeMetrics,
+        group_id: str | None = None,
+        on_committed: Callable[[], None] = lambda: None,
+        fault: FaultHook | None = None,
+        session_timeout_ms: int = 10_000,
+        max_records: int = 2_000,
+        poll_ms: int = 200,
+    ) -> None:
+        self.service = service
+        self.engine = engine
+        self.bootstrap = bootstrap
+        self.names = names
+        self.handlers = handlers
+        self.metrics = metrics
+        self.group_id = group_id or names.physical(f"loyalty.{service}")
+        self.on_committed = on_committed
+        self.fault = fault or (lambda step: None)
+        self.session_timeout_ms = session_timeout_ms
+        self.max_records = max_records
+        self.poll_ms = poll_ms
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._positions: dict[TopicPartition, int] = {}
+        self.assigned: set[TopicPartition] = set()
+        self.batches = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(self.session_timeout_ms // 5, 500),
+            max_poll_interval_ms=300_000,
+            rebalance_timeout_ms=self.session_timeout_ms * 3,
+        )
+        await consumer.start()
+        consumer.subscribe(
+            topics=[self.names.physical(t) for t in self.handlers],
+            listener=_Rebalance(self),
+        )
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-consumer")
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=15)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            except BaseException:  # noqa: BLE001 - a crashed worker is stopped all the same
+                pass
+        if self._consumer is not None:
+            try:
+                await self._consumer.stop()
+            except Exception:  # noqa: BLE001
+                log.exception("%s: error stopping the consumer", self.service)
+            self._consumer = None
+
+    # ------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while not self._stopping.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=self.poll_ms,
+                                               max_records=self.max_records)
+            except KafkaError as exc:
+                log.warning("%s: fetch failed (%s); retrying", self.service, exc)
+                await asyncio.sleep(1)
+                continue
+            records = [r for recs in batch.values() for r in recs]
+            if records:
+                async with self._lock:
+                    await self._process_with_retry(records)
+                    self.batches += 1
+                await self._commit_to_kafka(batch)
+                self.on_committed()
+            self._update_lag(consumer)
+
+    async def _process_with_retry(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._process(records)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.metrics.batch_retries.inc()
+                first = records[0]
+                log.warning("%s: transient error on batch from %s[%d]@%d: %s; retry in %.1fs",
+                            self.service, first.topic, first.partition, first.offset,
+                            exc, delay)
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        try:
+            await self._apply(records, isolate=False)
+        except _SplitBatch:
+            for record in records:
+                try:
+                    await self._apply([record], isolate=True)
+                except _HandlerPoison as poison:
+                    await self._dead_letter_alone(poison.record, poison.reason)
+
+    async def _dead_letter_alone(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        topic = self.names.logical(record.topic)
+        async with self.engine.begin() as conn:
+            stored = await self._lock_offsets(conn, [record])
+            if record.offset < stored[(record.topic, record.partition)]:
+                return
+            uow = UnitOfWork(conn, self.names)
+            uow.dead_letter(record, topic, reason, self.service)
+            await uow.flush()
+            await self._store_offsets(conn, [record])
+        self.metrics.dead_lettered(topic).inc()
+        log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service, record.topic,
+                    record.partition, record.offset, reason)
+
+    async def _apply(self, records: list[ConsumerRecord[bytes, bytes]], isolate: bool) -> None:
+        started = time.perf_counter()
+        decoded: list[Inbound] = []
+        poison: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        for r in records:
+            topic = self.names.logical(r.topic)
+            try:
+                event = decode(r.value, r.headers or ())
+            except DecodeError as exc:
+                poison.append((r, exc.reason))
+                continue
+            decoded.append(Inbound(event, topic, r.partition, r.offset))
+
+        async with self.engine.begin() as conn:
+            uow = UnitOfWork(conn, self.names)
+            stored = await self._lock_offsets(conn, records)
+            fresh_ok = [i for i in decoded
+                        if i.offset >= stored[(self.names.physical(i.topic), i.partition)]]
+            poison = [(r, why) for r, why in poison if r.offset >= stored[(r.topic, r.partition)]]
+            fresh = await self._dedupe(conn, fresh_ok)
+            try:
+                for handler, items in self._route(fresh):
+                    await handler(uow, items)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                if not isolate:
+                    log.warning("%s: handler failed on a batch of %d; isolating the poison: %r",
+                                self.service, len(records), exc)
+                    raise _SplitBatch from exc
+                # one record: it is the poison. Roll back its effects, keep the rest.
+                raise _HandlerPoison(records[0], f"handler error: {type(exc).__name__}: {exc}"
+                                     ) from exc
+            for record, reason in poison:
+                uow.dead_letter(record, self.names.logical(record.topic), reason, self.service)
+            await uow.flush()
+            await self._store_offsets(conn, records)
+            self.fault("before_commit")
+        self.fault("after_commit")
+
+        for r in records:
+            self.metrics.consumed(self.names.logical(r.topic)).inc()
+        for i in fresh:
+            self.metrics.processed(i.topic).inc()
+        for i in set(fresh_ok) - set(fresh):
+            self.metrics.duplicates(i.topic).inc()
+        for r, reason in poison:
+            self.metrics.dead_lettered(self.names.logical(r.topic)).inc()
+            log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service, r.topic,
+                        r.partition, r.offset, reason)
+        for r in records:
+            self._positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _route(self, items: list[Inbound]) -> list[tuple[Handler, list[Inbound]]]:
+        groups: dict[int, tuple[Handler, list[Inbound]]] = {}
+        for item in items:
+            handler = self.handlers[item.topic]
+            groups.setdefault(id(handler), (handler, []))[1].append(item)
+        return list(groups.values())
+
+    async def _lock_offsets(self, conn: AsyncConnection,
+                            records: list[ConsumerRecord[bytes, bytes]]
+                            ) -> dict[tuple[str, int], int]:
+        tps = sorted({(r.topic, r.partition) for r in records})
+        await conn.execute(text(
+            "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES (:t, :p, 0)"
+            " ON CONFLICT DO NOTHING"), [{"t": t, "p": p} for t, p in tps])
+        rows = await conn.execute(text(
+            "SELECT topic, partition, next_offset FROM consumer_offsets"
+            " WHERE topic = ANY(:topics) ORDER BY topic, partition FOR UPDATE"),
+            {"topics": sorted({t for t, _ in tps})})
+        stored = {(t, p): int(o) for t, p, o in rows.all()}
+        return {tp: stored[tp] for tp in tps}
+
+    async def _store_offsets(self, conn: AsyncConnection,
+                             records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        nxt: dict[tuple[str, int], int] = defaultdict(int)
+        for r in records:
+            nxt[(r.topic, r.partition)] = max(nxt[(r.topic, r.partition)], r.offset + 1)
+        await conn.execute(text(
+            "UPDATE consumer_offsets SET next_offset = GREATEST(next_offset, :o),"
+            " updated_at = now() WHERE topic = :t AND partition = :p"),
+            [{"t": t, "p": p, "o": o} for (t, p), o in nxt.items()])
+
+    async def _dedupe(self, conn: AsyncConnection, items: list[Inbound]) -> list[Inbound]:
+        if not items:
+            return []
+        rows = await conn.execute(text(
+            "INSERT INTO processed_events (tenant, event_id)"
+            " SELECT * FROM unnest(CAST(:t AS text[]), CAST(:i AS text[]))"
+            " ON CONFLICT DO NOTHING RETURNING tenant, event_id"),
+            {"t": [i.event.tenant for i in items], "i": [i.event.id for i in items]})
+        new = {(t, e) for t, e in rows.all()}
+        fresh = []
+        for item in items:
+            k = (item.event.tenant, item.event.id)
+            if k in new:
+                new.discard(k)  # a second copy in the same batch is a duplicate too
+                fresh.append(item)
+        return fresh
+
+    # ------------------------------------------------------------ offsets & lag
+
+    async def load_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        wanted = list(tps)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT topic, partition, next_offset FROM consumer_offsets"
+                " WHERE topic = ANY(:topics)"), {"topics": sorted({tp.topic for tp in wanted})})
+            stored = {TopicPartition(t, p): int(o) for t, p, o in rows.all()}
+        return {tp: stored[tp] for tp in wanted if tp in stored}
+
+    async def _commit_to_kafka(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        assert self._consumer is not None
+        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError, AssertionError) as exc:
+            # normal after a rebalance; Postgres holds the offsets that matter
+            log.debug("%s: kafka commit skipped: %s", self.service, exc)
+
+    def caught_up(self, topic: str) -> bool:
+        """True once every assigned partition of the logical ``topic`` has been read
+        up to its high watermark (e.g. all tenant keys are known)."""
+        consumer = self._consumer
+        physical = self.names.physical(topic)
+        tps = [tp for tp in self.assigned if tp.topic == physical]
+        if consumer is None or not tps:
+            return False
+        for tp in tps:
+            hw = consumer.highwater(tp)
+            if hw is None or self._positions.get(tp, -1) < hw:
+                return False
+        return True
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in self.assigned:
+            hw = consumer.highwater(tp)
+            pos = self._positions.get(tp)
+            if hw is not None and pos is not None:
+                self.metrics.lag.labels(self.names.logical(tp.topic), str(tp.partition)).set(
+                    max(hw - pos, 0))
+
+
+class _HandlerPoison(Exception):
+    def __init__(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        super().__init__(reason)
+        self.record = record
+        self.reason = reason
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: ConsumerWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self.worker._lock:  # let the batch in flight finish first
+            self.worker.assigned -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        worker = self.worker
+        consumer = worker._consumer
+        assert consumer is not None
+        delay = 0.2
+        while True:
+            try:
+                stored = await worker.load_offsets(assigned)
+                break
+            except Exception as exc:
+                if not is_transient(exc) or worker._stopping.is_set():
+                    raise
+                log.warning("%s: cannot load offsets (%s); retrying", worker.service, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for tp in assigned:
+            if tp in stored:
+                consumer.seek(tp, stored[tp])
+                worker._positions[tp] = stored[tp]
+            else:
+                await consumer.seek_to_beginning(tp)
+                worker._positions[tp] = 0
+        worker.assigned |= set(assigned)
+        log.info("%s: assigned %s", worker.service,
+                 ", ".join(f"{tp.topic}[{tp.partition}]@{stored.get(tp, 0)}"
+                           for tp in sorted(assigned)))

@@ -1,0 +1,1 @@
+"""segmenter: account features and segment membership."""
