@@ -13,18 +13,16 @@ Money is integer minor units plus an ISO 4217 currency code.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-SPECVERSION = "1.0"
+SPECVERSION: Literal["1.0"] = "1.0"
 
 Identifier = Annotated[str, Field(min_length=1, max_length=200)]
 TenantId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
-AccountId = Annotated[
-    str, Field(min_length=1, max_length=200, pattern=r"^[^:\s][^\s]*$")
-]
+AccountId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^:\s][^\s]*$")]
 
 
 class Contract(BaseModel):
@@ -115,8 +113,15 @@ class SegmentChangedData(Contract):
 class Reward(Contract):
     """What an offer gives. ``cost`` is the discount-equivalent value the ledger caps."""
 
-    kind: Literal["service_credit", "renewal_credit", "discount", "pause", "beta_access",
-                  "training", "feature_pass"]
+    kind: Literal[
+        "service_credit",
+        "renewal_credit",
+        "discount",
+        "pause",
+        "beta_access",
+        "training",
+        "feature_pass",
+    ]
     value: Money | None = None
     cost: Money
 
@@ -282,9 +287,21 @@ EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 CATALOG: dict[str, type[Event]] = {
     model.model_fields["type"].annotation.__args__[0]: model  # type: ignore[union-attr]
     for model in (
-        SubscriptionUpdated, InvoicePaid, CancellationRequested, CreditApplied, Login,
-        FeatureUsed, OnboardingCompleted, SeatsChanged, TicketOpened, NpsSubmitted,
-        SegmentEntered, SegmentExited, OfferIssued, CreditGranted, CreditRejected,
+        SubscriptionUpdated,
+        InvoicePaid,
+        CancellationRequested,
+        CreditApplied,
+        Login,
+        FeatureUsed,
+        OnboardingCompleted,
+        SeatsChanged,
+        TicketOpened,
+        NpsSubmitted,
+        SegmentEntered,
+        SegmentExited,
+        OfferIssued,
+        CreditGranted,
+        CreditRejected,
         TenantKeyAdded,
     )
 }

@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     tosub.add_parser("create", help="create the missing topics")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOYALTY_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOYALTY_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("httpx", "aiokafka", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "serve":
@@ -71,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "topics":
         settings = Settings()
-        made = asyncio.run(ensure_topics(settings.kafka_bootstrap,
-                                         TopicNames(settings.topic_prefix), settings.partitions))
+        made = asyncio.run(
+            ensure_topics(
+                settings.kafka_bootstrap, TopicNames(settings.topic_prefix), settings.partitions
+            )
+        )
         print(f"created {len(made)} topics" + (": " + ", ".join(made) if made else ""))
         return 0
     return Up(args).run()
@@ -81,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 def serve_one(service: str, host: str, port: int) -> int:
     import uvicorn
 
-    uvicorn.run(APPS[service], factory=True, host=host, port=port, log_level="warning",
-                lifespan="on")
+    uvicorn.run(
+        APPS[service], factory=True, host=host, port=port, log_level="warning", lifespan="on"
+    )
     return 0
 
 
@@ -99,8 +105,9 @@ async def create_tenant_key(settings: Settings, name: str, key: str | None = Non
     producer = make_producer(settings.kafka_bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(names.physical(TENANTS), msg.value, key=msg.key,
-                                     headers=msg.headers)
+        await producer.send_and_wait(
+            names.physical(TENANTS), msg.value, key=msg.key, headers=msg.headers
+        )
     finally:
         await producer.stop()
     return key
@@ -160,22 +167,37 @@ class Up:
         for name in SERVICES:
             port = getattr(a, f"{name}_port")
             self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "serve", name, "--host", a.host,
-                 "--port", str(port)],
-                env=env_with(**env), preexec_fn=die_with_parent)  # noqa: PLW1509
+                [
+                    sys.executable,
+                    "-m",
+                    "services.cli",
+                    "serve",
+                    name,
+                    "--host",
+                    a.host,
+                    "--port",
+                    str(port),
+                ],
+                env=env_with(**env),
+                preexec_fn=die_with_parent,
+            )
         urls = {n: f"http://{a.host}:{getattr(a, f'{n}_port')}" for n in SERVICES}
         if not self._wait_ready(urls):
             return 1
         print("\nloyalty engine is up", flush=True)
         print(f"  broker    {bootstrap}" + ("  (embedded, in memory)" if self.broker else ""))
-        print(f"  postgres  {db_url.split('?')[0]}" + ("  (embedded, ./.loyalty/pg)"
-                                                       if self.postgres else ""))
+        print(
+            f"  postgres  {db_url.split('?')[0]}"
+            + ("  (embedded, ./.loyalty/pg)" if self.postgres else "")
+        )
         for n, url in urls.items():
             print(f"  {n:<9} {url}   ({url}/metrics)")
         print(f"  demo tenant API key: {key}")
-        print(f"\nsend an event:\n  curl -X POST {urls['ingest']}/v1/events"
-              f" -H 'Authorization: Bearer {key}'"
-              " -H 'Content-Type: application/cloudevents+json' -d @event.json")
+        print(
+            f"\nsend an event:\n  curl -X POST {urls['ingest']}/v1/events"
+            f" -H 'Authorization: Bearer {key}'"
+            " -H 'Content-Type: application/cloudevents+json' -d @event.json"
+        )
         print("\nCtrl-C stops everything.\n", flush=True)
         asyncio.run(self._watch(bootstrap, names, urls["ingest"], key))
         return 0
@@ -186,8 +208,7 @@ class Up:
         while pending and not self.stop:
             for name, url in list(pending.items()):
                 if self.children[name].poll() is not None:
-                    print(f"{name} exited with {self.children[name].returncode}",
-                          file=sys.stderr)
+                    print(f"{name} exited with {self.children[name].returncode}", file=sys.stderr)
                     return False
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
@@ -204,8 +225,9 @@ class Up:
         stop = asyncio.Event()
         tasks = [asyncio.create_task(self._tail_credits(bootstrap, names, stop))]
         if self.args.demo:
-            tasks.append(asyncio.create_task(run_demo(ingest, key, self.args.demo_accounts,
-                                                      stop=stop)))
+            tasks.append(
+                asyncio.create_task(run_demo(ingest, key, self.args.demo_accounts, stop=stop))
+            )
         while not self.stop:
             dead = [n for n, p in self.children.items() if p.poll() is not None]
             if dead:
@@ -217,15 +239,18 @@ class Up:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _tail_credits(self, bootstrap: str, names: TopicNames,
-                            stop: asyncio.Event) -> None:
+    async def _tail_credits(self, bootstrap: str, names: TopicNames, stop: asyncio.Event) -> None:
         from aiokafka import AIOKafkaConsumer
 
         from services.runtime.codec import DecodeError, decode
 
-        consumer = AIOKafkaConsumer(names.physical("credits.decisions"),
-                                    bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="latest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            names.physical("credits.decisions"),
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         granted, cents, last = 0, 0, time.monotonic()
         try:
@@ -239,12 +264,17 @@ class Up:
                                 granted += 1
                                 cents += ev.data.amount.amount
                                 if granted <= 5:
-                                    print(f"credit.granted {ev.subject}: "
-                                          f"{ev.data.amount.amount / 100:.2f} "
-                                          f"{ev.data.amount.currency}", flush=True)
+                                    print(
+                                        f"credit.granted {ev.subject}: "
+                                        f"{ev.data.amount.amount / 100:.2f} "
+                                        f"{ev.data.amount.currency}",
+                                        flush=True,
+                                    )
                 if time.monotonic() - last > 10 and granted:
-                    print(f"[credits] {granted} granted so far, {cents / 100:.2f} in total",
-                          flush=True)
+                    print(
+                        f"[credits] {granted} granted so far, {cents / 100:.2f} in total",
+                        flush=True,
+                    )
                     last = time.monotonic()
         finally:
             await consumer.stop()

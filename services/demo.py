@@ -29,27 +29,44 @@ class DemoAccount:
 
 
 def _event(etype: str, account: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "demo/saas-app",
-            "type": etype, "subject": account, "time": datetime.now(UTC).isoformat(),
-            "data": data}
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "demo/saas-app",
+        "type": etype,
+        "subject": account,
+        "time": datetime.now(UTC).isoformat(),
+        "data": data,
+    }
 
 
 def subscription(a: DemoAccount) -> dict[str, Any]:
-    return _event("billing.subscription_updated", a.account, {
-        "plan": "business" if a.seats > 25 else "team", "interval": "month",
-        "seats_purchased": a.seats,
-        "mrr": {"amount": a.seats * a.price_per_seat, "currency": "USD"},
-        "renewal_date": (date.today() + timedelta(days=30 + hash(a.account) % 300)).isoformat(),
-        "status": "active"})
+    return _event(
+        "billing.subscription_updated",
+        a.account,
+        {
+            "plan": "business" if a.seats > 25 else "team",
+            "interval": "month",
+            "seats_purchased": a.seats,
+            "mrr": {"amount": a.seats * a.price_per_seat, "currency": "USD"},
+            "renewal_date": (date.today() + timedelta(days=30 + hash(a.account) % 300)).isoformat(),
+            "status": "active",
+        },
+    )
 
 
 def make_accounts(n: int, rng: random.Random) -> list[DemoAccount]:
     accounts = []
     for i in range(n):
         seats = rng.choice([5, 10, 20, 25, 40, 80, 100, 150, 250])
-        accounts.append(DemoAccount(f"acct-{i:04d}", seats, max(1, seats * rng.randint(30, 70)
-                                                                 // 100),
-                                    rng.choice([1500, 2500, 4900])))
+        accounts.append(
+            DemoAccount(
+                f"acct-{i:04d}",
+                seats,
+                max(1, seats * rng.randint(30, 70) // 100),
+                rng.choice([1500, 2500, 4900]),
+            )
+        )
     return accounts
 
 
@@ -58,8 +75,17 @@ def step(a: DemoAccount, rng: random.Random) -> list[dict[str, Any]]:
     user = f"user-{rng.randint(1, max(a.used, 1))}"
     out = [_event("product.login", a.account, {"user_id": user})]
     if rng.random() < 0.6:
-        out.append(_event("product.feature_used", a.account, {
-            "user_id": user, "feature": rng.choice(FEATURES), "key_action": rng.random() < 0.3}))
+        out.append(
+            _event(
+                "product.feature_used",
+                a.account,
+                {
+                    "user_id": user,
+                    "feature": rng.choice(FEATURES),
+                    "key_action": rng.random() < 0.3,
+                },
+            )
+        )
     if rng.random() < 0.35 and a.used < a.seats:
         a.used = min(a.seats, a.used + max(1, a.seats // 20))
         out.append(_event("product.seats_changed", a.account, {"seats_used": a.used}))
@@ -69,13 +95,20 @@ def step(a: DemoAccount, rng: random.Random) -> list[dict[str, Any]]:
     return out
 
 
-async def run_demo(ingest_url: str, api_key: str, accounts: int = 300,
-                   rate_per_s: float = 150.0, seed: int = 7,
-                   stop: asyncio.Event | None = None) -> None:
+async def run_demo(
+    ingest_url: str,
+    api_key: str,
+    accounts: int = 300,
+    rate_per_s: float = 150.0,
+    seed: int = 7,
+    stop: asyncio.Event | None = None,
+) -> None:
     rng = random.Random(seed)
     fleet = make_accounts(accounts, rng)
-    headers = {"Authorization": f"Bearer {api_key}",
-               "Content-Type": "application/cloudevents-batch+json"}
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/cloudevents-batch+json",
+    }
     stop = stop or asyncio.Event()
     async with httpx.AsyncClient(base_url=ingest_url, headers=headers, timeout=15) as client:
         await _send(client, [subscription(a) for a in fleet])
@@ -92,7 +125,7 @@ async def run_demo(ingest_url: str, api_key: str, accounts: int = 300,
 
 async def _send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
     for start in range(0, len(events), 1000):
-        chunk = events[start:start + 1000]
+        chunk = events[start : start + 1000]
         for attempt in range(20):
             try:
                 resp = await client.post("/v1/events", content=json.dumps(chunk))

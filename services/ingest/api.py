@@ -21,8 +21,9 @@ RETRY_AFTER_S = 5
 
 def _problem(status: int, title: str, **extra: Any) -> JSONResponse:
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse({"title": title, "status": status, **extra}, status_code=status,
-                        headers=headers)
+    return JSONResponse(
+        {"title": title, "status": status, **extra}, status_code=status, headers=headers
+    )
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -37,13 +38,17 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-@router.post("/v1/events", status_code=202, responses={
-    401: {"description": "missing or unknown API key"},
-    413: {"description": "body or batch too large"},
-    415: {"description": "not a CloudEvents JSON content type"},
-    422: {"description": "invalid events, by index, field and reason"},
-    503: {"description": "broker unavailable; retry after Retry-After seconds"},
-})
+@router.post(
+    "/v1/events",
+    status_code=202,
+    responses={
+        401: {"description": "missing or unknown API key"},
+        413: {"description": "body or batch too large"},
+        415: {"description": "not a CloudEvents JSON content type"},
+        422: {"description": "invalid events, by index, field and reason"},
+        503: {"description": "broker unavailable; retry after Retry-After seconds"},
+    },
+)
 async def post_events(request: Request, tenant: TenantDep) -> JSONResponse:
     """Accepts events; 202 only once the broker acknowledged every one of them."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -65,13 +70,18 @@ async def post_events(request: Request, tenant: TenantDep) -> JSONResponse:
     except NotAnEventList as exc:
         return _problem(400, str(exc))
     if errors:
-        return _problem(422, "invalid events; nothing was accepted", errors=[
-            {"index": e.index, "field": e.field, "reason": e.reason} for e in errors])
+        return _problem(
+            422,
+            "invalid events; nothing was accepted",
+            errors=[{"index": e.index, "field": e.field, "reason": e.reason} for e in errors],
+        )
     publisher: KafkaEventPublisher = request.app.state.publisher
     try:
         await publisher.publish([(topic_for(e), e) for e in events])
     except BrokerUnavailable as exc:
-        return _problem(503, f"broker unavailable: {exc}; nothing may have been accepted,"
-                             " retry the whole request (duplicates are dropped by id)")
-    return JSONResponse({"accepted": len(events), "ids": [e.id for e in events]},
-                        status_code=202)
+        return _problem(
+            503,
+            f"broker unavailable: {exc}; nothing may have been accepted,"
+            " retry the whole request (duplicates are dropped by id)",
+        )
+    return JSONResponse({"accepted": len(events), "ids": [e.id for e in events]}, status_code=202)

@@ -7,8 +7,8 @@ from fastapi import FastAPI
 from services.ingest.adapters.kafka import KafkaEventPublisher
 from services.ingest.api import router
 from services.ingest.config import IngestSettings
-from services.runtime.topics import TENANTS
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
+from services.runtime.topics import TENANTS
 from services.runtime.worker import FaultHook
 
 SPEC_NAME = "ingest"
@@ -17,11 +17,16 @@ SPEC_NAME = "ingest"
 def create_app(settings: IngestSettings | None = None, fault: FaultHook | None = None) -> FastAPI:
     settings = settings or IngestSettings()
     runtime = ServiceRuntime(ServiceSpec(name=SPEC_NAME), settings, fault=fault)
-    publisher = KafkaEventPublisher(settings.kafka_bootstrap, runtime.names,
-                                    settings.ingest_ack_timeout_s)
-    app = base_app(runtime, title="loyalty ingest", extra_lifespan=publisher.start,
-                   extra_shutdown=publisher.stop,
-                   extra_ready=lambda: publisher.connected and runtime.worker.caught_up(TENANTS))
+    publisher = KafkaEventPublisher(
+        settings.kafka_bootstrap, runtime.names, settings.ingest_ack_timeout_s
+    )
+    app = base_app(
+        runtime,
+        title="loyalty ingest",
+        extra_lifespan=publisher.start,
+        extra_shutdown=publisher.stop,
+        extra_ready=lambda: publisher.connected and runtime.worker.caught_up(TENANTS),
+    )
     app.state.settings = settings
     app.state.publisher = publisher
     app.include_router(router)

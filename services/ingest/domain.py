@@ -67,16 +67,19 @@ def _one(index: int, item: Any, tenant: str) -> tuple[Event | None, list[EventEr
     if not isinstance(item, dict):
         return None, [EventError(index, "(event)", "an event is a JSON object")]
     if "tenant" in item:
-        return None, [EventError(index, "tenant",
-                                 "the tenant comes from the API key; do not send it")]
+        return None, [
+            EventError(index, "tenant", "the tenant comes from the API key; do not send it")
+        ]
     etype = item.get("type")
     if isinstance(etype, str) and etype in CATALOG and topic_family(etype) is None:
-        return None, [EventError(index, "type",
-                                 f"{etype!r} is published by the engine, not accepted here")]
+        return None, [
+            EventError(index, "type", f"{etype!r} is published by the engine, not accepted here")
+        ]
     if isinstance(etype, str) and etype not in CATALOG:
         accepted = ", ".join(t for t in sorted(CATALOG) if topic_family(t))
-        return None, [EventError(index, "type",
-                                 f"unknown event type {etype!r}; accepted: {accepted}")]
+        return None, [
+            EventError(index, "type", f"unknown event type {etype!r}; accepted: {accepted}")
+        ]
     try:
         event = EVENT_ADAPTER.validate_python({**item, "tenant": tenant})
     except ValidationError as exc:

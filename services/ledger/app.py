@@ -13,8 +13,11 @@ from services.runtime.worker import FaultHook
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="ledger", migrations=Path(__file__).parent / "migrations",
-                       handlers={"offers.decisions": apply_offer_decisions})
+    return ServiceSpec(
+        name="ledger",
+        migrations=Path(__file__).parent / "migrations",
+        handlers={"offers.decisions": apply_offer_decisions},
+    )
 
 
 def create_app(settings: Settings | None = None, fault: FaultHook | None = None) -> FastAPI:

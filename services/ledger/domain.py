@@ -73,13 +73,15 @@ def grant_for(offer: OfferIssued, credit_id: str) -> CreditGrant | None:
     if value is None or value.amount <= 0:
         return None
     txn = Transaction(
-        txn_id=credit_id, tenant=offer.tenant,
+        txn_id=credit_id,
+        tenant=offer.tenant,
         description=f"grant {offer.data.reward.kind} for offer {offer.data.offer_id}"
-                    f" ({offer.data.rule})",
+        f" ({offer.data.rule})",
         entries=(
             Entry(REWARD_EXPENSE, value.amount, value.currency),
             Entry(customer_credit(offer.subject), -value.amount, value.currency),
         ),
     )
-    return CreditGrant(credit_id=credit_id, offer_id=offer.data.offer_id, amount=value,
-                       transaction=txn)
+    return CreditGrant(
+        credit_id=credit_id, offer_id=offer.data.offer_id, amount=value, transaction=txn
+    )

@@ -31,9 +31,21 @@ async def apply_offer_decisions(uow: UnitOfWork, batch: Sequence[Inbound]) -> No
             continue
         done.add(offer.data.offer_id)
         grants.append((grant, offer.subject, offer.time))
-        uow.publish("credits.decisions", CreditGranted(
-            id=credit_id, source=SOURCE, type="credit.granted", subject=offer.subject,
-            tenant=offer.tenant, time=offer.time,
-            data=CreditGrantedData(credit_id=credit_id, offer_id=offer.data.offer_id,
-                                   amount=grant.amount, expires_at=offer.data.expires_at)))
+        uow.publish(
+            "credits.decisions",
+            CreditGranted(
+                id=credit_id,
+                source=SOURCE,
+                type="credit.granted",
+                subject=offer.subject,
+                tenant=offer.tenant,
+                time=offer.time,
+                data=CreditGrantedData(
+                    credit_id=credit_id,
+                    offer_id=offer.data.offer_id,
+                    amount=grant.amount,
+                    expires_at=offer.data.expires_at,
+                ),
+            ),
+        )
     await repo.book_grants(grants)

@@ -13,8 +13,11 @@ from services.runtime.worker import FaultHook
 
 
 def spec() -> ServiceSpec:
-    return ServiceSpec(name="offers", migrations=Path(__file__).parent / "migrations",
-                       handlers={"segments.changes": apply_segment_changes})
+    return ServiceSpec(
+        name="offers",
+        migrations=Path(__file__).parent / "migrations",
+        handlers={"segments.changes": apply_segment_changes},
+    )
 
 
 def create_app(settings: Settings | None = None, fault: FaultHook | None = None) -> FastAPI:

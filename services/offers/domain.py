@@ -45,6 +45,8 @@ def decide(event: SegmentEntered, open_rules: frozenset[str]) -> OfferDecision |
         rule=SEAT_EXPANSION_RULE,
         reward=Reward(kind="service_credit", value=value, cost=value),
         user_id=data.user_id,
-        reason=(f"entered expansion_ready at seat use {f.seats_used}/{f.seats_purchased}:"
-                f" service credit of {SEAT_EXPANSION_PERCENT}% of MRR"),
+        reason=(
+            f"entered expansion_ready at seat use {f.seats_used}/{f.seats_purchased}:"
+            f" service credit of {SEAT_EXPANSION_PERCENT}% of MRR"
+        ),
     )

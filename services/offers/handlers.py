@@ -30,9 +30,22 @@ async def apply_segment_changes(uow: UnitOfWork, batch: Sequence[Inbound]) -> No
         open_rules.setdefault(key, set()).add(decision.rule)
         offer_id = str(uuid.uuid5(_IDS, f"{event.tenant}/{event.id}/{decision.rule}"))
         new_rows.append((offer_id, key, decision, event.id, event.time))
-        uow.publish("offers.decisions", OfferIssued(
-            id=offer_id, source=SOURCE, type="offer.issued", subject=event.subject,
-            tenant=event.tenant, time=event.time,
-            data=OfferIssuedData(offer_id=offer_id, rule=decision.rule, reward=decision.reward,
-                                 user_id=decision.user_id, reason=decision.reason)))
+        uow.publish(
+            "offers.decisions",
+            OfferIssued(
+                id=offer_id,
+                source=SOURCE,
+                type="offer.issued",
+                subject=event.subject,
+                tenant=event.tenant,
+                time=event.time,
+                data=OfferIssuedData(
+                    offer_id=offer_id,
+                    rule=decision.rule,
+                    reward=decision.reward,
+                    user_id=decision.user_id,
+                    reason=decision.reason,
+                ),
+            ),
+        )
     await repo.add(new_rows)

@@ -41,9 +41,7 @@ class KafkaMessage:
 def encode(event: Event) -> KafkaMessage:
     """Event -> binary-mode Kafka message keyed ``{tenant}:{account}``."""
     headers: Headers = [("content-type", CONTENT_TYPE.encode())]
-    headers.extend(
-        (f"ce_{name}", _attr(getattr(event, name)).encode()) for name in _ATTRIBUTES
-    )
+    headers.extend((f"ce_{name}", _attr(getattr(event, name)).encode()) for name in _ATTRIBUTES)
     value = to_json(event.data)
     return KafkaMessage(key=event.key.encode(), value=value, headers=headers)
 
@@ -65,7 +63,9 @@ def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> AnyEven
                 raise DecodeError(f"header {name} is not UTF-8") from None
     missing = [a for a in _ATTRIBUTES if a not in attrs]
     if missing:
-        raise DecodeError(f"not a CloudEvent: missing header(s) {', '.join('ce_' + m for m in missing)}")
+        raise DecodeError(
+            f"not a CloudEvent: missing header(s) {', '.join('ce_' + m for m in missing)}"
+        )
     if value is None:
         raise DecodeError("empty value: data is required")
     try:

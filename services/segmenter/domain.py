@@ -28,9 +28,14 @@ class AccountState:
     segments: frozenset[str] = frozenset()
 
     def features(self) -> AccountFeatures:
-        return AccountFeatures(seats_purchased=self.seats_purchased, seats_used=self.seats_used,
-                               mrr=self.mrr, plan=self.plan, interval=self.interval,
-                               renewal_date=self.renewal_date)
+        return AccountFeatures(
+            seats_purchased=self.seats_purchased,
+            seats_used=self.seats_used,
+            mrr=self.mrr,
+            plan=self.plan,
+            interval=self.interval,
+            renewal_date=self.renewal_date,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +52,14 @@ def evolve(state: AccountState, event: Event) -> AccountState:
     """The account's features after ``event``."""
     if isinstance(event, SubscriptionUpdated):
         d = event.data
-        return replace(state, seats_purchased=d.seats_purchased, mrr=d.mrr, plan=d.plan,
-                       interval=d.interval, renewal_date=d.renewal_date)
+        return replace(
+            state,
+            seats_purchased=d.seats_purchased,
+            mrr=d.mrr,
+            plan=d.plan,
+            interval=d.interval,
+            renewal_date=d.renewal_date,
+        )
     if isinstance(event, SeatsChanged):
         return replace(state, seats_used=event.data.seats_used)
     return state
@@ -56,8 +67,10 @@ def evolve(state: AccountState, event: Event) -> AccountState:
 
 def segments_of(state: AccountState) -> frozenset[str]:
     members = set()
-    if (state.seats_purchased > 0 and state.seats_used * 100
-            >= EXPANSION_THRESHOLD_PERCENT * state.seats_purchased):
+    if (
+        state.seats_purchased > 0
+        and state.seats_used * 100 >= EXPANSION_THRESHOLD_PERCENT * state.seats_purchased
+    ):
         members.add(EXPANSION_READY)
     return frozenset(members)
 
@@ -67,8 +80,10 @@ def apply(state: AccountState, event: Event) -> tuple[AccountState, list[Segment
     evolved = evolve(state, event)
     now = segments_of(evolved)
     features = evolved.features()
-    transitions = [SegmentTransition("exited", s, features, event)
-                   for s in sorted(state.segments - now)]
-    transitions += [SegmentTransition("entered", s, features, event)
-                    for s in sorted(now - state.segments)]
+    transitions = [
+        SegmentTransition("exited", s, features, event) for s in sorted(state.segments - now)
+    ]
+    transitions += [
+        SegmentTransition("entered", s, features, event) for s in sorted(now - state.segments)
+    ]
     return replace(evolved, segments=now), transitions

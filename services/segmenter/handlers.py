@@ -18,11 +18,18 @@ _IDS = uuid.UUID("6f1c2b1e-3f7a-4a55-9d9e-2f1f5e0c7a01")
 def transition_event(t: domain.SegmentTransition) -> SegmentEntered | SegmentExited:
     """The transition as an event; its id derives from the cause, so a replay is a no-op."""
     cause = t.cause
-    data = SegmentChangedData(segment=t.segment, features=t.features,
-                              user_id=getattr(cause.data, "user_id", None))
+    data = SegmentChangedData(
+        segment=t.segment, features=t.features, user_id=getattr(cause.data, "user_id", None)
+    )
     event_id = str(uuid.uuid5(_IDS, f"{cause.tenant}/{cause.id}/{t.kind}/{t.segment}"))
-    common = {"id": event_id, "source": SOURCE, "subject": cause.subject,
-              "tenant": cause.tenant, "time": cause.time, "data": data}
+    common = {
+        "id": event_id,
+        "source": SOURCE,
+        "subject": cause.subject,
+        "tenant": cause.tenant,
+        "time": cause.time,
+        "data": data,
+    }
     if t.kind == "entered":
         return SegmentEntered(type="segment.entered", **common)
     return SegmentExited(type="segment.exited", **common)

@@ -35,8 +35,9 @@ class KafkaEventPublisher:
     async def _connect(self) -> None:
         delay = 0.2
         while True:
-            producer = make_producer(self.bootstrap, request_timeout_ms=int(
-                self.ack_timeout_s * 1000))
+            producer = make_producer(
+                self.bootstrap, request_timeout_ms=int(self.ack_timeout_s * 1000)
+            )
             try:
                 await producer.start()
                 self._producer = producer
@@ -67,8 +68,11 @@ class KafkaEventPublisher:
                 futures = []
                 for topic, event in topic_of:
                     msg = encode(event)
-                    futures.append(await producer.send(
-                        self.names.physical(topic), msg.value, key=msg.key, headers=msg.headers))
+                    futures.append(
+                        await producer.send(
+                            self.names.physical(topic), msg.value, key=msg.key, headers=msg.headers
+                        )
+                    )
                 await asyncio.gather(*futures)
         except (TimeoutError, KafkaError) as exc:
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
