@@ -1,0 +1,65 @@
+"""Session-scoped real infrastructure: one embedded Tansu broker and one embedded
+PostgreSQL per test session, on free loopback ports / a private socket dir.
+Tests are isolated by a fresh topic prefix and a fresh database each."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.runtime.config import Settings
+from services.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    b = EmbeddedBroker("127.0.0.1", free_port(), tmp_path_factory.mktemp("broker") / "log")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", database="loyalty_tests")
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+async def _create_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def database_url(pg: EmbeddedPostgres, name: str) -> str:
+    base, _, query = pg.admin_url.partition("?")
+    root = base.rsplit("/", 1)[0].split("://", 1)[1]
+    return f"postgresql+asyncpg://{root}/{name}?{query}"
+
+
+@pytest.fixture
+async def settings(broker: EmbeddedBroker, postgres: EmbeddedPostgres) -> AsyncIterator[Settings]:
+    """Settings for one test: its own topic prefix and its own database."""
+    tag = uuid.uuid4().hex[:10]
+    db = f"t_{tag}"
+    await _create_database(postgres.admin_url, db)
+    yield Settings(
+        kafka_bootstrap=broker.bootstrap,
+        database_url=database_url(postgres, db),  # type: ignore[arg-type]
+        topic_prefix=f"t{tag}.",
+        session_timeout_ms=6_000,
+        consumer_poll_ms=100,
+    )
+
+
+@pytest.fixture(scope="session")
+def fixture_migrations() -> Path:
+    return Path(__file__).parent / "integration" / "fixture_migrations"
