@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime.metrics import RuntimeMetrics
-from services.runtime.worker import FaultHook, is_transient
+from services.runtime.worker import FaultHook, is_transient, stop_quietly
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class OutboxRelay:
             except BaseException:
                 pass
         if self._producer is not None:
-            await self._producer.stop()
+            await stop_quietly(self._producer.stop(), f"{self.service} relay producer")
             self._producer = None
 
     async def _run(self) -> None:

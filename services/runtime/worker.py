@@ -119,6 +119,20 @@ def _outbox_row(
 Handler = Callable[[UnitOfWork, Sequence[Inbound]], Awaitable[None]]
 
 
+async def stop_quietly(closing: Awaitable[object], what: str, timeout_s: float = 10) -> None:
+    """Awaits a client's ``stop()`` within a time limit, even when its broker is gone:
+    shutting down must not hang or fail because a dependency is down."""
+    try:
+        await asyncio.wait_for(closing, timeout_s)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves
+        log.warning("%s: stop was interrupted by its own cancelled tasks", what)
+    except Exception as exc:
+        log.warning("%s: unclean stop: %r", what, exc)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying the same batch for: the infrastructure, not the data."""
     if isinstance(exc, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError, sa_exc.InterfaceError)):
@@ -213,10 +227,7 @@ class ConsumerWorker:
             except BaseException:
                 pass
         if self._consumer is not None:
-            try:
-                await self._consumer.stop()
-            except Exception:
-                log.exception("%s: error stopping the consumer", self.service)
+            await stop_quietly(self._consumer.stop(), f"{self.service} consumer")
             self._consumer = None
 
     # ------------------------------------------------------------ the loop

@@ -13,6 +13,7 @@ from schemas import Event
 from services.runtime.codec import encode
 from services.runtime.relay import make_producer
 from services.runtime.topics import TopicNames
+from services.runtime.worker import stop_quietly
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class KafkaEventPublisher:
         if self._starting is not None and not self._starting.done():
             self._starting.cancel()
         if self._producer is not None:
-            await self._producer.stop()
+            await stop_quietly(self._producer.stop(), "ingest producer")
 
     async def publish(self, topic_of: Sequence[tuple[str, Event]]) -> None:
         """Sends every event and returns once the broker acknowledged all of them."""
