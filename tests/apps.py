@@ -19,8 +19,13 @@ async def running(*apps: FastAPI) -> AsyncIterator[list[httpx.AsyncClient]]:
         clients = []
         for app in apps:
             await stack.enter_async_context(app.router.lifespan_context(app))
-            clients.append(await stack.enter_async_context(httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://test")))
+            clients.append(
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        transport=httpx.ASGITransport(app=app), base_url="http://test"
+                    )
+                )
+            )
         yield clients
 
 

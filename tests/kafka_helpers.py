@@ -13,8 +13,7 @@ from services.runtime.codec import DecodeError, decode, encode
 
 
 async def produce(bootstrap: str, topic: str, events: Sequence[Event]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     await producer.start()
     try:
         for e in events:
@@ -24,10 +23,10 @@ async def produce(bootstrap: str, topic: str, events: Sequence[Event]) -> None:
         await producer.stop()
 
 
-async def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes,
-                      headers: list[tuple[str, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=False)
+async def produce_raw(
+    bootstrap: str, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key, headers=headers)
@@ -35,12 +34,14 @@ async def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes,
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: float = 30,
-                   settle_s: float = 1.0) -> list[Any]:
+async def read_all(
+    bootstrap: str, topic: str, *, at_least: int = 0, timeout_s: float = 30, settle_s: float = 1.0
+) -> list[Any]:
     """Every record of ``topic`` from the beginning, waiting until at least
     ``at_least`` arrived (or the timeout), then ``settle_s`` more for stragglers."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic)

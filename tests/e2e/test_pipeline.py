@@ -20,27 +20,49 @@ BATCH = {"Content-Type": "application/cloudevents-batch+json"}
 
 def the_two_events() -> list[dict[str, object]]:
     return [
-        {"specversion": "1.0", "id": "sub-1", "source": "billing", "subject": "acct-42",
-         "type": "billing.subscription_updated", "time": "2026-11-20T10:00:00Z",
-         "data": {"plan": "business", "interval": "month", "seats_purchased": 10,
-                  "mrr": {"amount": 50000, "currency": "USD"},
-                  "renewal_date": "2027-03-01", "status": "active"}},
-        {"specversion": "1.0", "id": "seats-1", "source": "app", "subject": "acct-42",
-         "type": "product.seats_changed", "time": "2026-11-20T10:05:00Z",
-         "data": {"seats_used": 9}},
+        {
+            "specversion": "1.0",
+            "id": "sub-1",
+            "source": "billing",
+            "subject": "acct-42",
+            "type": "billing.subscription_updated",
+            "time": "2026-11-20T10:00:00Z",
+            "data": {
+                "plan": "business",
+                "interval": "month",
+                "seats_purchased": 10,
+                "mrr": {"amount": 50000, "currency": "USD"},
+                "renewal_date": "2027-03-01",
+                "status": "active",
+            },
+        },
+        {
+            "specversion": "1.0",
+            "id": "seats-1",
+            "source": "app",
+            "subject": "acct-42",
+            "type": "product.seats_changed",
+            "time": "2026-11-20T10:05:00Z",
+            "data": {"seats_used": 9},
+        },
     ]
 
 
 async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
-        settings: Settings) -> None:
+    settings: Settings,
+) -> None:
     from services.ingest.app import create_app as ingest_app
     from services.ledger.app import create_app as ledger_app
     from services.offers.app import create_app as offers_app
     from services.segmenter.app import create_app as segmenter_app
 
     key = await create_tenant_key(settings, "Acme")
-    apps = [ingest_app(IngestSettings(**settings.model_dump())), segmenter_app(settings),
-            offers_app(settings), ledger_app(settings)]
+    apps = [
+        ingest_app(IngestSettings(**settings.model_dump())),
+        segmenter_app(settings),
+        offers_app(settings),
+        ledger_app(settings),
+    ]
     credits_topic = f"{settings.topic_prefix}credits.decisions"
     async with running(*apps) as clients:
         for client in clients:
@@ -52,11 +74,15 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
                 raise AssertionError("a service never became ready")
         auth = {"Authorization": f"Bearer {key}", **BATCH}
         started = time.perf_counter()
-        resp = await clients[0].post("/v1/events", content=json.dumps(the_two_events()),
-                                     headers=auth)
+        resp = await clients[0].post(
+            "/v1/events", content=json.dumps(the_two_events()), headers=auth
+        )
         assert resp.status_code == 202, resp.text
-        credits = decoded(await read_all(settings.kafka_bootstrap, credits_topic,
-                                         at_least=1, timeout_s=60, settle_s=0))
+        credits = decoded(
+            await read_all(
+                settings.kafka_bootstrap, credits_topic, at_least=1, timeout_s=60, settle_s=0
+            )
+        )
         latency = time.perf_counter() - started
         print(f"\nPOST -> credit.granted: {latency * 1000:.0f} ms")
         assert [c.type for c in credits] == ["credit.granted"]
@@ -66,17 +92,23 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
         assert granted.data.amount.currency == "USD"
 
         # the same two events again (same ids): nothing new anywhere
-        resp = await clients[0].post("/v1/events", content=json.dumps(the_two_events()),
-                                     headers=auth)
+        resp = await clients[0].post(
+            "/v1/events", content=json.dumps(the_two_events()), headers=auth
+        )
         assert resp.status_code == 202
         product = f"{settings.topic_prefix}events.product"
         assert len(await read_all(settings.kafka_bootstrap, product, at_least=2)) == 2
         seg = runtime_of(apps[1])
         for _ in range(100):  # wait until the segmenter has consumed the repeats
             async with seg.engine.connect() as conn:
-                stored = (await conn.execute(text(
-                    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
-                    " WHERE topic LIKE '%events.%'"))).scalar_one()
+                stored = (
+                    await conn.execute(
+                        text(
+                            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+                            " WHERE topic LIKE '%events.%'"
+                        )
+                    )
+                ).scalar_one()
             if stored >= 4:
                 break
             await asyncio.sleep(0.1)
@@ -86,7 +118,12 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
         assert len(credits) == 1
 
         async with runtime_of(apps[3]).engine.connect() as conn:
-            booked = (await conn.execute(text(
-                "SELECT ledger_account, amount, currency FROM entries ORDER BY line"))).all()
-        assert [tuple(r) for r in booked] == [("reward_expense", 5000, "USD"),
-                                              ("customer_credit:acct-42", -5000, "USD")]
+            booked = (
+                await conn.execute(
+                    text("SELECT ledger_account, amount, currency FROM entries ORDER BY line")
+                )
+            ).all()
+        assert [tuple(r) for r in booked] == [
+            ("reward_expense", 5000, "USD"),
+            ("customer_credit:acct-42", -5000, "USD"),
+        ]

@@ -22,9 +22,15 @@ BATCH = {"Content-Type": "application/cloudevents-batch+json"}
 
 
 def event(etype: str = "product.login", data: Any = None, **over: Any) -> dict[str, Any]:
-    body = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "app", "type": etype,
-            "subject": "acct-1", "time": "2026-11-20T10:00:00Z",
-            "data": data if data is not None else {"user_id": "u1"}}
+    body = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "app",
+        "type": etype,
+        "subject": "acct-1",
+        "time": "2026-11-20T10:00:00Z",
+        "data": data if data is not None else {"user_id": "u1"},
+    }
     body.update(over)
     return body
 
@@ -50,11 +56,15 @@ async def test_ingest_contract(settings: Settings) -> None:
 
         assert (await client.post("/v1/events", json=event())).status_code == 401
         bad_key = {"Authorization": "Bearer nope"}
-        assert (await client.post("/v1/events", content=json.dumps(event()),
-                                  headers={**SINGLE, **bad_key})).status_code == 401
+        assert (
+            await client.post(
+                "/v1/events", content=json.dumps(event()), headers={**SINGLE, **bad_key}
+            )
+        ).status_code == 401
 
-        resp = await client.post("/v1/events", content="x", headers={
-            **auth, "Content-Type": "text/plain"})
+        resp = await client.post(
+            "/v1/events", content="x", headers={**auth, "Content-Type": "text/plain"}
+        )
         assert resp.status_code == 415
 
         ok = event()
@@ -62,18 +72,23 @@ async def test_ingest_contract(settings: Settings) -> None:
         assert resp.status_code == 202, resp.text
         assert resp.json() == {"accepted": 1, "ids": [ok["id"]]}
 
-        good = event("billing.invoice_paid", {"invoice_id": "inv-1",
-                                              "amount": {"amount": 1000, "currency": "USD"}})
+        good = event(
+            "billing.invoice_paid",
+            {"invoice_id": "inv-1", "amount": {"amount": 1000, "currency": "USD"}},
+        )
         invalid = [
             good,
-            event("billing.invoice_paid", {"invoice_id": "inv-2",
-                                           "amount": {"amount": 10.5, "currency": "usd"}}),
+            event(
+                "billing.invoice_paid",
+                {"invoice_id": "inv-2", "amount": {"amount": 10.5, "currency": "usd"}},
+            ),
             event("product.teleported"),
             event(tenant="someone-else"),
             event("credit.granted"),
         ]
-        resp = await client.post("/v1/events", content=json.dumps(invalid),
-                                 headers={**BATCH, **auth})
+        resp = await client.post(
+            "/v1/events", content=json.dumps(invalid), headers={**BATCH, **auth}
+        )
         assert resp.status_code == 422
         errors = resp.json()["errors"]
         fields = {(e["index"], e["field"]) for e in errors}
@@ -83,28 +98,36 @@ async def test_ingest_contract(settings: Settings) -> None:
         assert all(e["index"] != 0 for e in errors)
 
         too_many = [event() for _ in range(1001)]
-        resp = await client.post("/v1/events", content=json.dumps(too_many),
-                                 headers={**BATCH, **auth})
+        resp = await client.post(
+            "/v1/events", content=json.dumps(too_many), headers={**BATCH, **auth}
+        )
         assert resp.status_code == 413
         huge = event(data={"user_id": "u" * 100_000})
-        resp = await client.post("/v1/events", content=json.dumps(huge),
-                                 headers={**SINGLE, **auth})
+        resp = await client.post("/v1/events", content=json.dumps(huge), headers={**SINGLE, **auth})
         assert resp.status_code == 413
 
-        batch = [event("billing.invoice_paid", {"invoice_id": f"i{i}", "amount": {
-            "amount": 100 * i, "currency": "EUR"}}, subject=f"acct-{i}") for i in range(5)]
-        resp = await client.post("/v1/events", content=json.dumps(batch),
-                                 headers={**BATCH, **auth})
+        batch = [
+            event(
+                "billing.invoice_paid",
+                {"invoice_id": f"i{i}", "amount": {"amount": 100 * i, "currency": "EUR"}},
+                subject=f"acct-{i}",
+            )
+            for i in range(5)
+        ]
+        resp = await client.post("/v1/events", content=json.dumps(batch), headers={**BATCH, **auth})
         assert resp.status_code == 202
 
-    product = await read_all(settings.kafka_bootstrap,
-                             f"{settings.topic_prefix}events.product", at_least=1)
-    billing = await read_all(settings.kafka_bootstrap,
-                             f"{settings.topic_prefix}events.billing", at_least=5)
+    product = await read_all(
+        settings.kafka_bootstrap, f"{settings.topic_prefix}events.product", at_least=1
+    )
+    billing = await read_all(
+        settings.kafka_bootstrap, f"{settings.topic_prefix}events.billing", at_least=5
+    )
     # nothing of the rejected batch was published; the tenant comes from the key
     assert [dict(r.headers)["ce_id"].decode() for r in product] == [ok["id"]]
     assert sorted(dict(r.headers)["ce_id"].decode() for r in billing) == sorted(
-        b["id"] for b in batch)
+        b["id"] for b in batch
+    )
     first = product[0]
     assert first.key == b"acme-corp:acct-1"
     assert dict(first.headers)["ce_tenant"] == b"acme-corp"
@@ -112,7 +135,8 @@ async def test_ingest_contract(settings: Settings) -> None:
 
 
 async def test_broker_down_means_503_with_retry_after_never_202(
-        settings: Settings, tmp_path: Any) -> None:
+    settings: Settings, tmp_path: Any
+) -> None:
     own = EmbeddedBroker("127.0.0.1", free_port(), tmp_path / "broker.log")
     own.start()
     local = ingest_settings(settings, kafka_bootstrap=own.bootstrap, ingest_ack_timeout_s=2)
@@ -122,8 +146,9 @@ async def test_broker_down_means_503_with_retry_after_never_202(
         async with running(app) as (client,):
             await ready_client(client)
             auth = {"Authorization": f"Bearer {key}", **SINGLE}
-            assert (await client.post("/v1/events", content=json.dumps(event()),
-                                      headers=auth)).status_code == 202
+            assert (
+                await client.post("/v1/events", content=json.dumps(event()), headers=auth)
+            ).status_code == 202
             own.stop()
             resp = await client.post("/v1/events", content=json.dumps(event()), headers=auth)
             assert resp.status_code == 503

@@ -26,16 +26,23 @@ class SimulatedCrash(BaseException):
 
 
 def login(i: int, event_id: str | None = None) -> Login:
-    return Login(id=event_id or f"ev-{i}", source="test", type="product.login",
-                 subject=f"acct-{i % 7}", tenant=TENANT,
-                 time=datetime(2026, 11, 1, tzinfo=UTC), data=LoginData(user_id=f"u{i}"))
+    return Login(
+        id=event_id or f"ev-{i}",
+        source="test",
+        type="product.login",
+        subject=f"acct-{i % 7}",
+        tenant=TENANT,
+        time=datetime(2026, 11, 1, tzinfo=UTC),
+        data=LoginData(user_id=f"u{i}"),
+    )
 
 
 async def record_and_echo(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
     """The test service: one effect row per event, and one echo event per event."""
-    await uow.conn.execute(text(
-        "INSERT INTO effects (tenant, event_id, account) VALUES (:t, :e, :a)"),
-        [{"t": i.event.tenant, "e": i.event.id, "a": i.event.subject} for i in batch])
+    await uow.conn.execute(
+        text("INSERT INTO effects (tenant, event_id, account) VALUES (:t, :e, :a)"),
+        [{"t": i.event.tenant, "e": i.event.id, "a": i.event.subject} for i in batch],
+    )
     for item in batch:
         if item.event.data.user_id == "poison-for-handler":
             raise ValueError("this event breaks the handler")
@@ -44,8 +51,9 @@ async def record_and_echo(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
 
 
 def spec(fixture_migrations: Path) -> ServiceSpec:
-    return ServiceSpec(name="echo", migrations=fixture_migrations,
-                       handlers={"events.product": record_and_echo})
+    return ServiceSpec(
+        name="echo", migrations=fixture_migrations, handlers={"events.product": record_and_echo}
+    )
 
 
 async def effects(rt: ServiceRuntime) -> list[str]:
@@ -62,20 +70,24 @@ async def wait_for(predicate_coro, timeout_s: float = 40) -> None:  # type: igno
         await asyncio.sleep(0.2)
 
 
-async def run_until_effects(settings: Settings, fixture_migrations: Path, n: int,
-                            fault=None) -> ServiceRuntime:  # type: ignore[no-untyped-def]
+async def run_until_effects(
+    settings: Settings, fixture_migrations: Path, n: int, fault=None
+) -> ServiceRuntime:  # type: ignore[no-untyped-def]
     rt = ServiceRuntime(spec(fixture_migrations), settings, fault=fault)
     await rt.start()
 
     async def done() -> bool:
-        return len(await effects(rt)) >= n or (fault is not None and not
-                                                (rt.worker.alive and rt.relay.alive))
+        return len(await effects(rt)) >= n or (
+            fault is not None and not (rt.worker.alive and rt.relay.alive)
+        )
+
     await wait_for(done)
     return rt
 
 
 async def test_applies_each_event_once_and_publishes_through_the_outbox(
-        settings: Settings, fixture_migrations: Path) -> None:
+    settings: Settings, fixture_migrations: Path
+) -> None:
     events = [login(i) for i in range(20)]
     topic = f"{settings.topic_prefix}events.product"
     rt = await run_until_effects(settings, fixture_migrations, 0)
@@ -84,9 +96,11 @@ async def test_applies_each_event_once_and_publishes_through_the_outbox(
         # a producer retry: the same ids again
         await produce(settings.kafka_bootstrap, topic, events[:5])
         await wait_for(lambda: _count_at_least(rt, 20))
-        echoes = decoded(await read_all(settings.kafka_bootstrap,
-                                        f"{settings.topic_prefix}segments.changes",
-                                        at_least=20))
+        echoes = decoded(
+            await read_all(
+                settings.kafka_bootstrap, f"{settings.topic_prefix}segments.changes", at_least=20
+            )
+        )
         await asyncio.sleep(1)
         assert sorted(await effects(rt)) == sorted(e.id for e in events)
         assert sorted(e.id for e in echoes) == sorted(f"echo-{e.id}" for e in events)
@@ -104,7 +118,8 @@ async def _count_at_least(rt: ServiceRuntime, n: int) -> bool:
 
 @pytest.mark.parametrize("step", ["before_commit", "after_commit", "relay_after_send"])
 async def test_a_crash_at_any_step_loses_nothing_and_doubles_nothing(
-        settings: Settings, fixture_migrations: Path, step: str) -> None:
+    settings: Settings, fixture_migrations: Path, step: str
+) -> None:
     events = [login(i) for i in range(30)]
     topic = f"{settings.topic_prefix}events.product"
     await produce(settings.kafka_bootstrap, topic, events)
@@ -134,22 +149,27 @@ async def test_a_crash_at_any_step_loses_nothing_and_doubles_nothing(
 
 
 async def test_poison_goes_to_the_dlq_with_a_reason_and_the_next_message_is_processed(
-        settings: Settings, fixture_migrations: Path) -> None:
+    settings: Settings, fixture_migrations: Path
+) -> None:
     topic = f"{settings.topic_prefix}events.product"
     rt = await run_until_effects(settings, fixture_migrations, 0)
     try:
-        await produce_raw(settings.kafka_bootstrap, topic, b"acme:acct-1", b"{not json",
-                          [("ce_id", b"bad-1")])
+        await produce_raw(
+            settings.kafka_bootstrap, topic, b"acme:acct-1", b"{not json", [("ce_id", b"bad-1")]
+        )
         bad = login(1, "bad-2").model_copy(update={"data": {"user_id": ""}})
         await produce(settings.kafka_bootstrap, topic, [bad])
         await produce(settings.kafka_bootstrap, topic, [login(2, "after-poison")])
         poison_handler = login(3, "breaks-handler").model_copy(
-            update={"data": LoginData(user_id="poison-for-handler")})
+            update={"data": LoginData(user_id="poison-for-handler")}
+        )
         await produce(settings.kafka_bootstrap, topic, [poison_handler, login(4, "after-2")])
         await wait_for(lambda: _count_at_least(rt, 2))
         dlq = await read_all(settings.kafka_bootstrap, f"{topic}.dlq", at_least=3)
-        reasons = {dict(r.headers).get("ce_id", b"").decode(): dict(r.headers)["dlq_reason"]
-                   .decode() for r in dlq}
+        reasons = {
+            dict(r.headers).get("ce_id", b"").decode(): dict(r.headers)["dlq_reason"].decode()
+            for r in dlq
+        }
         assert "missing header" in reasons["bad-1"]
         assert "data.user_id" in reasons["bad-2"]
         assert "handler error: ValueError" in reasons["breaks-handler"]
@@ -160,7 +180,8 @@ async def test_poison_goes_to_the_dlq_with_a_reason_and_the_next_message_is_proc
 
 
 async def test_resumes_from_offsets_stored_in_postgres(
-        settings: Settings, fixture_migrations: Path) -> None:
+    settings: Settings, fixture_migrations: Path
+) -> None:
     topic = f"{settings.topic_prefix}events.product"
     await produce(settings.kafka_bootstrap, topic, [login(i) for i in range(10)])
     rt = await run_until_effects(settings, fixture_migrations, 10)
@@ -172,15 +193,15 @@ async def test_resumes_from_offsets_stored_in_postgres(
         await asyncio.sleep(1)
         assert len(await effects(rt)) == 15
         async with rt.engine.connect() as conn:
-            dupes = (await conn.execute(text(
-                "SELECT count(*) FROM processed_events"))).scalar_one()
+            dupes = (await conn.execute(text("SELECT count(*) FROM processed_events"))).scalar_one()
         assert dupes == 15
     finally:
         await rt.stop()
 
 
 async def test_a_recreated_topic_set_is_detected_and_read_from_the_start(
-        settings: Settings, fixture_migrations: Path) -> None:
+    settings: Settings, fixture_migrations: Path
+) -> None:
     """Simulates the embedded broker losing its topics: the stored offsets point
     beyond the new log's end and must be dropped, not waited on."""
     topic = f"{settings.topic_prefix}events.product"
@@ -188,12 +209,14 @@ async def test_a_recreated_topic_set_is_detected_and_read_from_the_start(
     await rt.stop()
     async with rt.engine.begin() as conn:
         # offsets as a previous broker's much longer log left them, and its marker
-        await conn.execute(text(
-            "UPDATE consumer_offsets SET next_offset = 10000"))
-        await conn.execute(text(
-            "INSERT INTO consumer_offsets (topic, partition, next_offset)"
-            " SELECT :t, p, 10000 FROM generate_series(0, 5) p ON CONFLICT DO NOTHING"),
-            {"t": topic})
+        await conn.execute(text("UPDATE consumer_offsets SET next_offset = 10000"))
+        await conn.execute(
+            text(
+                "INSERT INTO consumer_offsets (topic, partition, next_offset)"
+                " SELECT :t, p, 10000 FROM generate_series(0, 5) p ON CONFLICT DO NOTHING"
+            ),
+            {"t": topic},
+        )
         await conn.execute(text("UPDATE runtime_meta SET value = 'old-broker'"))
     await produce(settings.kafka_bootstrap, topic, [login(i, str(uuid.uuid4())) for i in range(6)])
     rt = await run_until_effects(settings, fixture_migrations, 6)
