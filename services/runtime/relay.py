@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime.metrics import RuntimeMetrics
-from services.runtime.worker import FaultHook, is_transient, stop_quietly
+from services.runtime.worker import FaultHook, finish_task, is_transient, stop_quietly
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,7 @@ class OutboxRelay:
     async def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=15)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            except BaseException:
-                pass
+        await finish_task(self._task, f"{self.service} relay")
         if self._producer is not None:
             await stop_quietly(self._producer.stop(), f"{self.service} relay producer")
             self._producer = None

@@ -119,6 +119,19 @@ def _outbox_row(
 Handler = Callable[[UnitOfWork, Sequence[Inbound]], Awaitable[None]]
 
 
+async def finish_task(task: asyncio.Task[None] | None, what: str, timeout_s: float = 15) -> None:
+    """Lets a background loop end by itself, cancelling it after ``timeout_s``. A loop
+    that already died (a crash) counts as finished; its error is logged here."""
+    if task is None:
+        return
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+    elif not task.cancelled() and task.exception() is not None:
+        log.error("%s: the loop had died: %r", what, task.exception())
+
+
 async def stop_quietly(closing: Awaitable[object], what: str, timeout_s: float = 10) -> None:
     """Awaits a client's ``stop()`` within a time limit, even when its broker is gone:
     shutting down must not hang or fail because a dependency is down."""
@@ -219,13 +232,7 @@ class ConsumerWorker:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=15)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-            except BaseException:
-                pass
+        await finish_task(self._task, f"{self.service} consumer")
         if self._consumer is not None:
             await stop_quietly(self._consumer.stop(), f"{self.service} consumer")
             self._consumer = None
@@ -246,12 +253,38 @@ class ConsumerWorker:
                 continue
             records = [r for recs in batch.values() for r in recs]
             if records:
-                async with self._lock:
-                    await self._process_with_retry(records)
-                    self.batches += 1
+                try:
+                    async with self._lock:
+                        await self._process_with_retry(records)
+                        self.batches += 1
+                except Exception:
+                    # not transient, not one poisoned event: keep going from what is stored
+                    first = records[0]
+                    log.exception(
+                        "%s: batch from %s[%d]@%d failed; rewinding to the stored offsets",
+                        self.service,
+                        first.topic,
+                        first.partition,
+                        first.offset,
+                    )
+                    await asyncio.sleep(1)
+                    await self._rewind(consumer)
+                    continue
                 await self._commit_to_kafka(batch)
                 self.on_committed()
             self._update_lag(consumer)
+
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            stored = await self.load_offsets(self.assigned)
+        except Exception as exc:
+            log.warning("%s: cannot load offsets to rewind (%s)", self.service, exc)
+            return
+        for tp in self.assigned:
+            if tp in stored:
+                consumer.seek(tp, stored[tp])
+            else:
+                await consumer.seek_to_beginning(tp)
 
     async def _process_with_retry(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         delay = 0.1

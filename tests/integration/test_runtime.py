@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from schemas.events import Login, LoginData
 from services.runtime.config import Settings
+from services.runtime.db import create_engine
 from services.runtime.service import ServiceRuntime, ServiceSpec
 from services.runtime.worker import Inbound, UnitOfWork
 from tests.kafka_helpers import decoded, produce, produce_raw, read_all
@@ -223,4 +224,32 @@ async def test_a_recreated_topic_set_is_detected_and_read_from_the_start(
     try:
         assert len(await effects(rt)) == 6
     finally:
+        await rt.stop()
+
+
+async def test_lost_database_connections_are_retried_without_loss_or_doubling(
+    settings: Settings, fixture_migrations: Path
+) -> None:
+    topic = f"{settings.topic_prefix}events.product"
+    rt = await run_until_effects(settings, fixture_migrations, 0)
+    admin = create_engine(settings.async_database_url(), "public")
+    try:
+        for round_ in range(5):
+            await produce(
+                settings.kafka_bootstrap, topic, [login(i, f"r{round_}-{i}") for i in range(40)]
+            )
+            async with admin.connect() as conn:  # cut every other session to this database
+                await conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+        await wait_for(lambda: _count_at_least(rt, 200), timeout_s=60)
+        await asyncio.sleep(1)
+        ids = await effects(rt)
+        assert len(ids) == 200 and len(set(ids)) == 200
+        assert rt.worker.alive and rt.relay.alive
+    finally:
+        await admin.dispose()
         await rt.stop()
