@@ -88,25 +88,59 @@ class TicketOpenedData(Contract):
     priority: Literal["low", "normal", "high", "urgent"]
 
 
+class TicketClosedData(Contract):
+    ticket_id: Identifier
+
+
 class NpsSubmittedData(Contract):
     user_id: Identifier
     score: int = Field(ge=0, le=10)
 
 
 class AccountFeatures(Contract):
-    """The account facts a segment transition carries for downstream rules."""
+    """The account facts a segment transition carries for downstream rules.
+
+    All but the seat counts are optional so that producers of older versions stay
+    valid; the segmenter fills every field it knows.
+    """
 
     seats_purchased: int = Field(ge=0)
     seats_used: int = Field(ge=0)
     mrr: Money | None = None
+    arr: Money | None = None
     plan: str | None = None
     interval: Literal["month", "year"] | None = None
+    subscription_status: str | None = None
     renewal_date: date | None = None
+    days_to_renewal: int | None = None
+    paid_months: int | None = None
+    tenure_days: int | None = None
+    membership: Literal["non_member", "new", "active", "expired"] | None = None
+    onboarding_completed: bool | None = None
+    key_actions_30d: int | None = None
+    active_days_30d: int | None = None
+    active_day_streak: int | None = None
+    weekly_streak: int | None = None
+    features_adopted: list[str] | None = None
+    last_nps: int | None = None
+    open_tickets: int | None = None
+    cancellation_requested: bool | None = None
+
+
+class RfmScores(Contract):
+    """Quintile scores 1-5 (5 best) and the named RFM group."""
+
+    r: int = Field(ge=1, le=5)
+    f: int = Field(ge=1, le=5)
+    m: int = Field(ge=1, le=5)
+    cell: str
 
 
 class SegmentChangedData(Contract):
     segment: Identifier
     features: AccountFeatures
+    rfm: RfmScores | None = None
+    as_of: date | None = Field(default=None, description="The stream day it was evaluated at.")
     user_id: str | None = Field(default=None, description="The user whose action caused it.")
 
 
@@ -224,6 +258,11 @@ class TicketOpened(Event):
     data: TicketOpenedData
 
 
+class TicketClosed(Event):
+    type: Literal["support.ticket_closed"]
+    data: TicketClosedData
+
+
 class NpsSubmitted(Event):
     type: Literal["support.nps_submitted"]
     data: NpsSubmittedData
@@ -271,6 +310,7 @@ AnyEvent = Annotated[
     | OnboardingCompleted
     | SeatsChanged
     | TicketOpened
+    | TicketClosed
     | NpsSubmitted
     | SegmentEntered
     | SegmentExited
@@ -296,6 +336,7 @@ CATALOG: dict[str, type[Event]] = {
         OnboardingCompleted,
         SeatsChanged,
         TicketOpened,
+        TicketClosed,
         NpsSubmitted,
         SegmentEntered,
         SegmentExited,

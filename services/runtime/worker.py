@@ -61,6 +61,7 @@ class Inbound:
     topic: str
     partition: int
     offset: int
+    record: Any = field(default=None, compare=False)  # the ConsumerRecord, to dead-letter
 
 
 @dataclass
@@ -69,7 +70,17 @@ class UnitOfWork:
 
     conn: AsyncConnection
     names: TopicNames
+    service: str = ""
     _rows: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[tuple[Inbound, str]] = field(default_factory=list)
+
+    def reject(self, item: Inbound, reason: str) -> None:
+        """Dead-letters an event the handler refuses (e.g. too late), with the reason;
+        its offset is stored with the rest of the batch, so the consumer goes on."""
+        if item.record is None:
+            raise ValueError("only a consumed event can be dead-lettered")
+        self.dead_letter(item.record, item.topic, reason, self.service)
+        self.rejected.append((item, reason))
 
     def publish(self, topic: str, event: Event) -> None:
         """Queue ``event`` for the logical ``topic``; sent after the transaction commits."""
@@ -352,10 +363,10 @@ class ConsumerWorker:
             except DecodeError as exc:
                 poison.append((r, exc.reason))
                 continue
-            decoded.append(Inbound(event, topic, r.partition, r.offset))
+            decoded.append(Inbound(event, topic, r.partition, r.offset, r))
 
         async with self.engine.begin() as conn:
-            uow = UnitOfWork(conn, self.names)
+            uow = UnitOfWork(conn, self.names, self.service)
             stored = await self._lock_offsets(conn, records)
             fresh_ok = [
                 i
@@ -393,8 +404,20 @@ class ConsumerWorker:
             self.metrics.consumed(self.names.logical(r.topic)).inc()
         for i in fresh:
             self.metrics.processed(i.topic).inc()
-        for i in set(fresh_ok) - set(fresh):
-            self.metrics.duplicates(i.topic).inc()
+        fresh_ids = {id(i) for i in fresh}
+        for i in fresh_ok:
+            if id(i) not in fresh_ids:
+                self.metrics.duplicates(i.topic).inc()
+        for item, why in uow.rejected:
+            self.metrics.dead_lettered(item.topic).inc()
+            log.info(
+                "%s: refused %s[%d]@%d: %s",
+                self.service,
+                item.topic,
+                item.partition,
+                item.offset,
+                why,
+            )
         for r, reason in poison:
             self.metrics.dead_lettered(self.names.logical(r.topic)).inc()
             log.warning(

@@ -1,25 +1,108 @@
-"""segmenter app: wiring and lifespan."""
+"""segmenter app: wiring, lifespan and the live-mode stream clock."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.runtime.config import Settings
+from services.runtime.program_file import read_program
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
-from services.runtime.worker import FaultHook
-from services.segmenter.handlers import apply_account_events
+from services.runtime.worker import FaultHook, UnitOfWork
+from services.segmenter.adapters.db import PostgresAccountRepository
+from services.segmenter.api import router
+from services.segmenter.config import SegmenterSettings
+from services.segmenter.domain.days import day_of
+from services.segmenter.domain.program import SegmenterProgram, load_program
+from services.segmenter.handlers import SegmenterHandler, tick_tenant
+
+log = logging.getLogger(__name__)
+TOPICS = ("events.product", "events.billing", "events.support")
 
 
-def spec() -> ServiceSpec:
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def spec(program: SegmenterProgram, clock: Callable[[], datetime] | None) -> ServiceSpec:
+    handler = SegmenterHandler(program, clock)
     return ServiceSpec(
         name="segmenter",
         migrations=Path(__file__).parent / "migrations",
-        handlers={"events.product": apply_account_events, "events.billing": apply_account_events},
+        handlers=dict.fromkeys(TOPICS, handler),
     )
 
 
-def create_app(settings: Settings | None = None, fault: FaultHook | None = None) -> FastAPI:
-    runtime = ServiceRuntime(spec(), settings or Settings(), fault=fault)
-    return base_app(runtime, title="loyalty segmenter")
+def load(settings: SegmenterSettings) -> SegmenterProgram:
+    return load_program(read_program(settings.program))
+
+
+class StreamClock:
+    """Live mode: every tick, rolls over tenants whose stream day ended by the wall
+    clock, so that time-driven transitions happen without new events."""
+
+    def __init__(
+        self, runtime: ServiceRuntime, program: SegmenterProgram, interval_s: float
+    ) -> None:
+        self.runtime = runtime
+        self.program = program
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="segmenter-clock")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.tick(wall_clock())
+            except Exception:
+                log.exception("segmenter: stream clock tick failed; next tick retries")
+
+    async def tick(self, now: datetime) -> int:
+        rt = self.runtime
+        published = 0
+        async with rt.engine.connect() as conn:
+            due = await PostgresAccountRepository(conn).clocks_due(
+                day_of(now - self.program.allowed_lateness)
+            )
+        for tenant in due:
+            async with rt.engine.begin() as conn:
+                uow = UnitOfWork(conn, rt.names, rt.spec.name)
+                published += await tick_tenant(uow, self.program, tenant, now)
+                await uow.flush()
+        if published:
+            rt.relay.wake()
+        return published
+
+
+def create_app(
+    settings: SegmenterSettings | None = None, fault: FaultHook | None = None
+) -> FastAPI:
+    settings = settings or SegmenterSettings()
+    program = load(settings)
+    live = settings.segmenter_clock == "live"
+    runtime = ServiceRuntime(spec(program, wall_clock if live else None), settings, fault=fault)
+    clock = StreamClock(runtime, program, settings.segmenter_tick_s)
+    app = base_app(
+        runtime,
+        title="loyalty segmenter",
+        extra_lifespan=clock.start if live else None,
+        extra_shutdown=clock.stop if live else None,
+    )
+    app.state.program = program
+    app.state.stream_clock = clock
+    app.include_router(router)
+    return app

@@ -1,33 +1,120 @@
-"""Applies a batch of product/billing events to account state and publishes
-segment transitions to ``segments.changes``."""
+"""Applies batches of product, billing and support events to account state in
+stream time, and publishes segment transitions to ``segments.changes``."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
 
-from schemas.events import SegmentChangedData, SegmentEntered, SegmentExited
+from schemas import Money
+from schemas.events import (
+    AccountFeatures,
+    RfmScores,
+    SegmentChangedData,
+    SegmentEntered,
+    SegmentExited,
+)
 from services.runtime.worker import Inbound, UnitOfWork
-from services.segmenter import domain
 from services.segmenter.adapters.db import PostgresAccountRepository
+from services.segmenter.domain import fold
+from services.segmenter.domain.features import AccountState
+from services.segmenter.domain.fold import AccountKey, TenantClock, Transition
+from services.segmenter.domain.program import SegmenterProgram
 
 SOURCE = "loyalty/segmenter"
 _IDS = uuid.UUID("6f1c2b1e-3f7a-4a55-9d9e-2f1f5e0c7a01")
 
 
-def transition_event(t: domain.SegmentTransition) -> SegmentEntered | SegmentExited:
-    """The transition as an event; its id derives from the cause, so a replay is a no-op."""
-    cause = t.cause
+class AccountRepository(Protocol):
+    """What the fold needs from storage (Postgres, or a fake in unit tests)."""
+
+    async def load_clocks(self, tenants: Iterable[str]) -> dict[str, TenantClock]: ...
+
+    async def load_accounts(self, keys: Iterable[AccountKey]) -> dict[AccountKey, AccountState]: ...
+
+    async def load_tenant_accounts(
+        self, tenant: str, exclude: set[AccountKey]
+    ) -> dict[AccountKey, AccountState]: ...
+
+    async def save(
+        self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
+    ) -> None: ...
+
+
+@dataclass
+class FoldResult:
+    transitions: list[Transition] = field(default_factory=list)
+    late: list[tuple[Inbound, str]] = field(default_factory=list)
+
+
+async def process(
+    repo: AccountRepository,
+    program: SegmenterProgram,
+    batch: Sequence[Inbound],
+    now: datetime | None,
+) -> FoldResult:
+    """Folds a batch in order: one read of clocks and accounts, one write back.
+    ``now`` (live mode) also advances every tenant's stream time."""
+    result = FoldResult()
+    tenants = {i.event.tenant for i in batch}
+    clocks = await repo.load_clocks(tenants)
+    states = await repo.load_accounts((i.event.tenant, i.event.subject) for i in batch)
+    complete: set[str] = set()
+
+    async def roll(clock: TenantClock, to_day: int) -> None:
+        if clock.tenant not in complete:
+            states.update(await repo.load_tenant_accounts(clock.tenant, set(states)))
+            complete.add(clock.tenant)
+        result.transitions.extend(fold.rollover(program, clock, states, to_day))
+
+    if now is not None:
+        for tenant in sorted(tenants):
+            if clocks[tenant].watermark is not None:
+                due = fold.advance(clocks[tenant], program, now)
+                if due is not None:
+                    await roll(clocks[tenant], due)
+    for item in batch:
+        event = item.event
+        clock = clocks[event.tenant]
+        reason = fold.too_late(clock, program, event.time)
+        if reason is not None:
+            result.late.append((item, reason))
+            continue
+        due = fold.advance(clock, program, max(event.time, now) if now else event.time)
+        if due is not None:
+            await roll(clock, due)
+        state = states.setdefault((event.tenant, event.subject), AccountState())
+        result.transitions.extend(fold.apply_event(program, clock, state, event))
+    await repo.save(clocks.values(), states)
+    return result
+
+
+def transition_event(t: Transition) -> SegmentEntered | SegmentExited:
+    """The transition as an event; its id derives from its cause (an event, or the
+    day of a rollover), so a replay produces the same ids."""
+    why = t.cause_id if t.cause_id is not None else f"{t.account}/day/{t.as_of}"
+    event_id = str(uuid.uuid5(_IDS, f"{t.tenant}/{why}/{t.kind}/{t.segment}"))
     data = SegmentChangedData(
-        segment=t.segment, features=t.features, user_id=getattr(cause.data, "user_id", None)
+        segment=t.segment,
+        features=public_features(t.features),
+        user_id=t.user_id,
+        rfm=RfmScores(
+            r=t.features["r_score"],
+            f=t.features["f_score"],
+            m=t.features["m_score"],
+            cell=t.features["rfm_cell"],
+        ),
+        as_of=date.fromordinal(t.as_of),
     )
-    event_id = str(uuid.uuid5(_IDS, f"{cause.tenant}/{cause.id}/{t.kind}/{t.segment}"))
-    common = {
+    common: dict[str, Any] = {
         "id": event_id,
         "source": SOURCE,
-        "subject": cause.subject,
-        "tenant": cause.tenant,
-        "time": cause.time,
+        "subject": t.account,
+        "tenant": t.tenant,
+        "time": t.time,
         "data": data,
     }
     if t.kind == "entered":
@@ -35,14 +122,69 @@ def transition_event(t: domain.SegmentTransition) -> SegmentEntered | SegmentExi
     return SegmentExited(type="segment.exited", **common)
 
 
-async def apply_account_events(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
-    repo = PostgresAccountRepository(uow.conn)
-    states = await repo.load((i.event.tenant, i.event.subject) for i in batch)
-    touched = {}
-    for item in batch:
-        key = (item.event.tenant, item.event.subject)
-        state, transitions = domain.apply(states.get(key, domain.AccountState()), item.event)
-        states[key] = touched[key] = state
-        for t in transitions:
+def public_features(view: Mapping[str, Any]) -> AccountFeatures:
+    currency = view.get("currency")
+
+    def money(amount: int | None) -> Money | None:
+        return Money(amount=amount, currency=currency) if amount is not None and currency else None
+
+    return AccountFeatures(
+        seats_purchased=view["seats_purchased"],
+        seats_used=view["seats_used"],
+        mrr=money(view["mrr"]),
+        arr=money(view["arr"]),
+        plan=view["plan"],
+        interval=view["interval"],
+        subscription_status=view["subscription_status"],
+        renewal_date=view["renewal_date"],
+        days_to_renewal=view["days_to_renewal"],
+        paid_months=view["paid_months"],
+        tenure_days=view["tenure_days"],
+        membership=view["membership"],
+        onboarding_completed=view["onboarding_completed"],
+        key_actions_30d=view["key_actions_30d"],
+        active_days_30d=view["active_days_30d"],
+        active_day_streak=view["active_day_streak"],
+        weekly_streak=view["weekly_streak"],
+        features_adopted=sorted(view["adopted"]),
+        last_nps=view["last_nps"],
+        open_tickets=view["open_tickets"],
+        cancellation_requested=view["cancellation_requested"],
+    )
+
+
+@dataclass
+class SegmenterHandler:
+    """The runtime handler: folds the batch and turns results into outbox rows."""
+
+    program: SegmenterProgram
+    wall_clock: Callable[[], datetime] | None  # None: event time only (replays, tests)
+
+    async def __call__(self, uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+        now = self.wall_clock() if self.wall_clock else None
+        result = await process(PostgresAccountRepository(uow.conn), self.program, batch, now)
+        for t in result.transitions:
             uow.publish("segments.changes", transition_event(t))
-    await repo.save(touched)
+        for item, reason in result.late:
+            uow.reject(item, reason)
+
+
+async def tick_tenant(
+    uow: UnitOfWork, program: SegmenterProgram, tenant: str, now: datetime
+) -> int:
+    """Live mode: advances one tenant's stream time to the wall clock and rolls it
+    over if a day ended; returns the number of transitions published."""
+    repo = PostgresAccountRepository(uow.conn)
+    clock = await repo.lock_clock_if_free(tenant)
+    if clock is None or clock.watermark is None:
+        return 0  # busy with a batch right now, or not started: next tick
+    due = fold.advance(clock, program, now)
+    if due is None:
+        await repo.save([clock], {})
+        return 0
+    states = await repo.load_tenant_accounts(tenant, set())
+    transitions = fold.rollover(program, clock, states, due)
+    await repo.save([clock], states)
+    for t in transitions:
+        uow.publish("segments.changes", transition_event(t))
+    return len(transitions)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
 from services.cli import create_tenant_key
 from services.ingest.config import IngestSettings
 from services.runtime.config import Settings
+from services.segmenter.config import SegmenterSettings
 from tests.apps import running, runtime_of
 from tests.kafka_helpers import decoded, read_all
 
@@ -19,6 +21,8 @@ BATCH = {"Content-Type": "application/cloudevents-batch+json"}
 
 
 def the_two_events() -> list[dict[str, object]]:
+    # the segmenter runs in live mode: event times near the wall clock, as in production
+    now = datetime.now(UTC)
     return [
         {
             "specversion": "1.0",
@@ -26,13 +30,13 @@ def the_two_events() -> list[dict[str, object]]:
             "source": "billing",
             "subject": "acct-42",
             "type": "billing.subscription_updated",
-            "time": "2026-11-20T10:00:00Z",
+            "time": (now - timedelta(minutes=5)).isoformat(),
             "data": {
                 "plan": "business",
                 "interval": "month",
                 "seats_purchased": 10,
                 "mrr": {"amount": 50000, "currency": "USD"},
-                "renewal_date": "2027-03-01",
+                "renewal_date": (now + timedelta(days=200)).date().isoformat(),
                 "status": "active",
             },
         },
@@ -42,7 +46,7 @@ def the_two_events() -> list[dict[str, object]]:
             "source": "app",
             "subject": "acct-42",
             "type": "product.seats_changed",
-            "time": "2026-11-20T10:05:00Z",
+            "time": now.isoformat(),
             "data": {"seats_used": 9},
         },
     ]
@@ -59,7 +63,7 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
     key = await create_tenant_key(settings, "Acme")
     apps = [
         ingest_app(IngestSettings(**settings.model_dump())),
-        segmenter_app(settings),
+        segmenter_app(SegmenterSettings(**settings.model_dump())),
         offers_app(settings),
         ledger_app(settings),
     ]

@@ -1,75 +1,197 @@
-"""Account state in Postgres, read and written in bulk (one round trip each per batch)."""
+"""Segmenter state in Postgres: account documents and tenant clocks, read and
+written in bulk (one round trip each per batch)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas import Money
-from services.segmenter.domain import AccountState
+from services.segmenter.domain.features import AccountState
+from services.segmenter.domain.fold import AccountKey, TenantClock
+from services.segmenter.domain.rfm import RfmBreakpoints
 
-AccountKey = tuple[str, str]
+_STATE = TypeAdapter(AccountState)
+
+
+def dump_state(state: AccountState) -> str:
+    return _STATE.dump_json(state).decode()
+
+
+def load_state(raw: Any) -> AccountState:
+    if isinstance(raw, str):
+        return _STATE.validate_json(raw)
+    return _STATE.validate_python(raw)
 
 
 class PostgresAccountRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def load(self, keys: Iterable[AccountKey]) -> dict[AccountKey, AccountState]:
-        wanted = sorted(set(keys))
+    async def load_clocks(self, tenants: Iterable[str]) -> dict[str, TenantClock]:
+        """Locks (creating if needed) the clocks of ``tenants``, in a fixed order."""
+        wanted = sorted(set(tenants))
+        if not wanted:
+            return {}
+        await self.conn.execute(
+            text(
+                "INSERT INTO tenant_clocks (tenant) SELECT unnest(CAST(:t AS text[]))"
+                " ON CONFLICT DO NOTHING"
+            ),
+            {"t": wanted},
+        )
         rows = await self.conn.execute(
             text(
-                "SELECT a.tenant, a.account, seats_purchased, seats_used, mrr_amount, mrr_currency,"
-                " plan, billing_interval, renewal_date, segments FROM accounts a"
+                "SELECT tenant, watermark, stream_day, breakpoints FROM tenant_clocks"
+                " WHERE tenant = ANY(:t) ORDER BY tenant FOR UPDATE"
+            ),
+            {"t": wanted},
+        )
+        return {t: _clock(t, w, d, b) for t, w, d, b in rows.all()}
+
+    async def clocks_due(self, day: int, limit: int = 50) -> list[str]:
+        rows = await self.conn.execute(
+            text("SELECT tenant FROM tenant_clocks WHERE stream_day < :d ORDER BY tenant LIMIT :n"),
+            {"d": day, "n": limit},
+        )
+        return [r[0] for r in rows.all()]
+
+    async def lock_clock_if_free(self, tenant: str) -> TenantClock | None:
+        row = (
+            await self.conn.execute(
+                text(
+                    "SELECT tenant, watermark, stream_day, breakpoints FROM tenant_clocks"
+                    " WHERE tenant = :t FOR UPDATE SKIP LOCKED"
+                ),
+                {"t": tenant},
+            )
+        ).first()
+        return None if row is None else _clock(*row)
+
+    async def get_clock(self, tenant: str) -> TenantClock | None:
+        row = (
+            await self.conn.execute(
+                text(
+                    "SELECT tenant, watermark, stream_day, breakpoints FROM tenant_clocks"
+                    " WHERE tenant = :t"
+                ),
+                {"t": tenant},
+            )
+        ).first()
+        return None if row is None else _clock(*row)
+
+    async def load_accounts(self, keys: Iterable[AccountKey]) -> dict[AccountKey, AccountState]:
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        rows = await self.conn.execute(
+            text(
+                "SELECT a.tenant, a.account, a.state FROM accounts a"
                 " JOIN unnest(CAST(:t AS text[]), CAST(:a AS text[])) AS k(tenant, account)"
-                " ON a.tenant = k.tenant AND a.account = k.account FOR UPDATE OF a"
+                " ON a.tenant = k.tenant AND a.account = k.account"
+                " ORDER BY a.tenant, a.account FOR UPDATE OF a"
             ),
             {"t": [k[0] for k in wanted], "a": [k[1] for k in wanted]},
         )
-        found: dict[AccountKey, AccountState] = {}
-        for t, a, sp, su, amount, cur, plan, interval, renewal, segs in rows.all():
-            found[(t, a)] = AccountState(
-                seats_purchased=sp,
-                seats_used=su,
-                mrr=Money(amount=amount, currency=cur) if amount is not None else None,
-                plan=plan,
-                interval=interval,
-                renewal_date=renewal,
-                segments=frozenset(segs),
-            )
-        return found
+        return {(t, a): load_state(s) for t, a, s in rows.all()}
 
-    async def save(self, states: dict[AccountKey, AccountState]) -> None:
-        if not states:
-            return
-        await self.conn.execute(
+    async def load_tenant_accounts(
+        self, tenant: str, exclude: set[AccountKey]
+    ) -> dict[AccountKey, AccountState]:
+        rows = await self.conn.execute(
             text(
-                "INSERT INTO accounts (tenant, account, seats_purchased, seats_used, mrr_amount,"
-                " mrr_currency, plan, billing_interval, renewal_date, segments, updated_at)"
-                " VALUES (:t, :a, :sp, :su, :amount, :cur, :plan, :interval, :renewal, :segs,"
-                " now())"
-                " ON CONFLICT (tenant, account) DO UPDATE SET"
-                " seats_purchased = EXCLUDED.seats_purchased, seats_used = EXCLUDED.seats_used,"
-                " mrr_amount = EXCLUDED.mrr_amount, mrr_currency = EXCLUDED.mrr_currency,"
-                " plan = EXCLUDED.plan, billing_interval = EXCLUDED.billing_interval,"
-                " renewal_date = EXCLUDED.renewal_date, segments = EXCLUDED.segments,"
-                " updated_at = now()"
+                "SELECT account, state FROM accounts WHERE tenant = :t ORDER BY account FOR UPDATE"
             ),
-            [
-                {
-                    "t": t,
-                    "a": a,
-                    "sp": s.seats_purchased,
-                    "su": s.seats_used,
-                    "amount": s.mrr.amount if s.mrr else None,
-                    "cur": s.mrr.currency if s.mrr else None,
-                    "plan": s.plan,
-                    "interval": s.interval,
-                    "renewal": s.renewal_date,
-                    "segs": sorted(s.segments),
-                }
-                for (t, a), s in states.items()
-            ],
+            {"t": tenant},
         )
+        return {(tenant, a): load_state(s) for a, s in rows.all() if (tenant, a) not in exclude}
+
+    async def save(
+        self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
+    ) -> None:
+        clock_rows = [
+            {
+                "t": c.tenant,
+                "w": c.watermark,
+                "d": c.stream_day,
+                "b": json.dumps(c.breakpoints.to_json()),
+            }
+            for c in clocks
+        ]
+        if clock_rows:
+            await self.conn.execute(
+                text(
+                    "UPDATE tenant_clocks SET watermark = :w, stream_day = :d,"
+                    " breakpoints = CAST(:b AS jsonb), updated_at = now() WHERE tenant = :t"
+                ),
+                clock_rows,
+            )
+        if states:
+            await self.conn.execute(
+                text(
+                    "INSERT INTO accounts (tenant, account, state, segments, evaluated_day)"
+                    " VALUES (:t, :a, CAST(:s AS jsonb), :segs, :d)"
+                    " ON CONFLICT (tenant, account) DO UPDATE SET state = EXCLUDED.state,"
+                    " segments = EXCLUDED.segments, evaluated_day = EXCLUDED.evaluated_day,"
+                    " updated_at = now()"
+                ),
+                [
+                    {
+                        "t": t,
+                        "a": a,
+                        "s": dump_state(s),
+                        "segs": sorted(s.segments),
+                        "d": s.evaluated_day,
+                    }
+                    for (t, a), s in sorted(states.items())
+                ],
+            )
+
+    # ------------------------------------------------------------ read side
+
+    async def account(self, tenant: str, account: str) -> AccountState | None:
+        raw = (
+            await self.conn.execute(
+                text("SELECT state FROM accounts WHERE tenant = :t AND account = :a"),
+                {"t": tenant, "a": account},
+            )
+        ).scalar_one_or_none()
+        return None if raw is None else load_state(raw)
+
+    async def segment_sizes(self, tenant: str) -> dict[str, int]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT s, count(*) FROM accounts, unnest(segments) AS s WHERE tenant = :t"
+                " GROUP BY s"
+            ),
+            {"t": tenant},
+        )
+        return {s: int(n) for s, n in rows.all()}
+
+    async def members(
+        self, tenant: str, segment: str, after: str | None, limit: int
+    ) -> list[tuple[str, str | None]]:
+        rows = await self.conn.execute(
+            text(
+                "SELECT account, state->'segments'->>:s FROM accounts"
+                " WHERE tenant = :t AND segments @> ARRAY[CAST(:s AS text)]"
+                " AND (CAST(:after AS text) IS NULL OR account > :after)"
+                " ORDER BY account LIMIT :n"
+            ),
+            {"t": tenant, "s": segment, "after": after, "n": limit},
+        )
+        return [(a, since) for a, since in rows.all()]
+
+
+def _clock(tenant: str, watermark: Any, day: Any, bps: Any) -> TenantClock:
+    raw = json.loads(bps) if isinstance(bps, str) else bps
+    return TenantClock(
+        tenant=tenant,
+        watermark=watermark,
+        stream_day=day,
+        breakpoints=RfmBreakpoints.from_json(raw),
+    )

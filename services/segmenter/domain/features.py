@@ -1,0 +1,321 @@
+"""Account state, the reducer that folds events into it, and the features that
+segment predicates read.
+
+The state is built so that folding is insensitive to the order of events within
+the allowed lateness: counts live in per-day buckets keyed by event time, active
+days in merged runs, "latest" facts carry the event time that set them (the
+newest event wins; a tie goes to the one processed later). Features are then a
+pure function of the state and an as-of day.
+
+Rolling windows are exact at day granularity (UTC): "in the last N days" means
+on a day ``d`` with ``as_of - N < d``, which includes any later day already seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from schemas import Event
+from schemas.events import (
+    CancellationRequested,
+    FeatureUsed,
+    InvoicePaid,
+    Login,
+    NpsSubmitted,
+    OnboardingCompleted,
+    SeatsChanged,
+    SubscriptionUpdated,
+    TicketClosed,
+    TicketOpened,
+)
+from services.segmenter.domain.days import day_of, month_of, week_of
+
+WINDOWS = (7, 30, 90)
+NEW_MEMBER_DAYS = 30
+WEEKLY_HISTORY_DAYS = 2 * 366
+"""Active-day runs older than this are dropped: weekly streaks cap at ~104 weeks."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventSelector:
+    """An event type, optionally only its key actions (``product.feature_used:key_action``)."""
+
+    type: str
+    key_action_only: bool = False
+
+    def matches(self, event: Event) -> bool:
+        if event.type != self.type:
+            return False
+        return not self.key_action_only or (
+            isinstance(event, FeatureUsed) and event.data.key_action
+        )
+
+    def __str__(self) -> str:
+        return self.type + (":key_action" if self.key_action_only else "")
+
+
+@dataclass(frozen=True, slots=True)
+class RfmConfig:
+    """What counts for recency, frequency and monetary value (from the program)."""
+
+    recency_events: tuple[EventSelector, ...]
+    frequency_events: tuple[EventSelector, ...]
+    frequency_window_days: int = 90
+    monetary: str = "mrr"  # mrr | arr | paid_total
+    monetary_window_days: int = 365
+
+    @property
+    def horizon_days(self) -> int:
+        return max(*WINDOWS, self.frequency_window_days, self.monetary_window_days)
+
+
+@dataclass
+class AccountState:
+    """Everything the segmenter remembers about one account (JSON-serialisable)."""
+
+    first_seen_day: int | None = None
+    last_login_at: datetime | None = None
+    last_key_action_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    active_runs: list[list[int]] = field(default_factory=list)  # merged [first, last] days
+    key_actions: dict[int, int] = field(default_factory=dict)  # day -> count
+    rfm_recency_day: int | None = None
+    rfm_frequency: dict[int, int] = field(default_factory=dict)  # day -> count
+    paid: dict[int, int] = field(default_factory=dict)  # day -> minor units
+    paid_months: list[str] = field(default_factory=list)
+    features_adopted: list[str] = field(default_factory=list)
+    feature_uses: dict[str, int] = field(default_factory=dict)
+    seats_purchased: int = 0
+    seats_used: int = 0
+    seats_used_at: datetime | None = None
+    plan: str | None = None
+    interval: str | None = None
+    mrr_amount: int | None = None
+    currency: str | None = None
+    subscription_status: str | None = None
+    renewal_date: date | None = None
+    subscription_at: datetime | None = None
+    first_subscribed_day: int | None = None
+    onboarding_completed_at: datetime | None = None
+    cancellation_requested_at: datetime | None = None
+    last_nps: int | None = None
+    last_nps_at: datetime | None = None
+    open_tickets: list[str] = field(default_factory=list)
+    last_user_id: str | None = None
+    segments: dict[str, datetime] = field(default_factory=dict)  # name -> member since
+    evaluated_day: int | None = None
+
+    # ------------------------------------------------------------ reducer
+
+    def apply(self, event: Event, rfm: RfmConfig) -> None:
+        """Folds one (accepted) event into the state."""
+        t = event.time
+        day = day_of(t)
+        self.first_seen_day = min_opt(self.first_seen_day, day)
+        user = getattr(event.data, "user_id", None)
+        if user is not None:
+            self.last_user_id = user
+        if any(s.matches(event) for s in rfm.recency_events):
+            self.rfm_recency_day = max_opt(self.rfm_recency_day, day)
+        if any(s.matches(event) for s in rfm.frequency_events):
+            self.rfm_frequency[day] = self.rfm_frequency.get(day, 0) + 1
+
+        if isinstance(event, Login):
+            self.last_login_at = max_opt(self.last_login_at, t)
+            self._active(day, t)
+        elif isinstance(event, FeatureUsed):
+            self._active(day, t)
+            name = event.data.feature
+            self.feature_uses[name] = self.feature_uses.get(name, 0) + 1
+            if name not in self.features_adopted:
+                self.features_adopted = sorted([*self.features_adopted, name])
+            if event.data.key_action:
+                self.last_key_action_at = max_opt(self.last_key_action_at, t)
+                self.key_actions[day] = self.key_actions.get(day, 0) + 1
+        elif isinstance(event, OnboardingCompleted):
+            self.onboarding_completed_at = min_opt(self.onboarding_completed_at, t)
+        elif isinstance(event, SeatsChanged):
+            if self.seats_used_at is None or t >= self.seats_used_at:
+                self.seats_used, self.seats_used_at = event.data.seats_used, t
+        elif isinstance(event, SubscriptionUpdated):
+            self.first_subscribed_day = min_opt(self.first_subscribed_day, day)
+            if self.subscription_at is None or t >= self.subscription_at:
+                d = event.data
+                self.subscription_at = t
+                self.plan, self.interval, self.subscription_status = d.plan, d.interval, d.status
+                self.seats_purchased, self.renewal_date = d.seats_purchased, d.renewal_date
+                self.mrr_amount, self.currency = d.mrr.amount, d.mrr.currency
+        elif isinstance(event, InvoicePaid):
+            self.paid[day] = self.paid.get(day, 0) + event.data.amount.amount
+            self.currency = self.currency or event.data.amount.currency
+            month = month_of(day)
+            if month not in self.paid_months:
+                self.paid_months = sorted([*self.paid_months, month])
+        elif isinstance(event, CancellationRequested):
+            self.cancellation_requested_at = max_opt(self.cancellation_requested_at, t)
+        elif isinstance(event, TicketOpened):
+            if event.data.ticket_id not in self.open_tickets:
+                self.open_tickets = sorted([*self.open_tickets, event.data.ticket_id])
+        elif isinstance(event, TicketClosed):
+            self.open_tickets = [x for x in self.open_tickets if x != event.data.ticket_id]
+        elif isinstance(event, NpsSubmitted) and (
+            self.last_nps_at is None or t >= self.last_nps_at
+        ):
+            self.last_nps, self.last_nps_at = event.data.score, t
+
+    def _active(self, day: int, t: datetime) -> None:
+        self.last_activity_at = max_opt(self.last_activity_at, t)
+        self.active_runs = add_day(self.active_runs, day)
+
+    def prune(self, as_of: int, rfm: RfmConfig) -> None:
+        """Drops buckets no window can reach any more (as_of only moves forward)."""
+        keep_from = as_of - rfm.horizon_days
+        for buckets in (self.key_actions, self.rfm_frequency, self.paid):
+            for d in [d for d in buckets if d <= keep_from]:
+                del buckets[d]
+        cutoff = as_of - WEEKLY_HISTORY_DAYS
+        self.active_runs = [r for r in self.active_runs if r[1] > cutoff]
+
+    # ------------------------------------------------------------ features
+
+    def features(self, as_of: int, rfm: RfmConfig) -> dict[str, Any]:
+        """The named features segment predicates read, as of ``as_of``."""
+        subscribed = self.subscription_at is not None
+        mrr = self.mrr_amount if subscribed else None
+        f: dict[str, Any] = {
+            "days_since_last_login": since(as_of, self.last_login_at),
+            "days_since_last_key_action": since(as_of, self.last_key_action_at),
+            "days_since_last_activity": since(as_of, self.last_activity_at),
+            "active_day_streak": self.active_day_streak(as_of),
+            "weekly_streak": self.weekly_streak(as_of),
+            "features_adopted": len(self.features_adopted),
+            "adopted": frozenset(self.features_adopted),
+            "seats_purchased": self.seats_purchased,
+            "seats_used": self.seats_used,
+            "seat_utilization": (
+                self.seats_used / self.seats_purchased if self.seats_purchased else 0.0
+            ),
+            "plan": self.plan,
+            "interval": self.interval,
+            "subscription_status": self.subscription_status,
+            "mrr": mrr,
+            "arr": mrr * 12 if mrr is not None else None,
+            "currency": self.currency,
+            "paid_months": len(self.paid_months),
+            "paid_total_window": window_sum(self.paid, as_of, rfm.monetary_window_days),
+            "tenure_days": (
+                as_of - self.first_subscribed_day if self.first_subscribed_day is not None else None
+            ),
+            "renewal_date": self.renewal_date,
+            "days_to_renewal": (
+                self.renewal_date.toordinal() - as_of if self.renewal_date is not None else None
+            ),
+            "onboarding_completed": self.onboarding_completed_at is not None,
+            "days_since_onboarding": since(as_of, self.onboarding_completed_at),
+            "cancellation_requested": self.cancellation_requested_at is not None,
+            "last_nps": self.last_nps,
+            "open_tickets": len(self.open_tickets),
+            "membership": self.membership(as_of),
+        }
+        for n in WINDOWS:
+            f[f"key_actions_{n}d"] = window_sum(self.key_actions, as_of, n)
+            f[f"active_days_{n}d"] = active_days_in(self.active_runs, as_of, n)
+        return f
+
+    def membership(self, as_of: int) -> str:
+        """non_member (never subscribed), new (first 30 days), active, expired
+        (canceled, paused, or past its renewal date)."""
+        if self.subscription_at is None or self.first_subscribed_day is None:
+            return "non_member"
+        lapsed = self.renewal_date is not None and self.renewal_date.toordinal() < as_of
+        if self.subscription_status in ("canceled", "paused") or lapsed:
+            return "expired"
+        if as_of - self.first_subscribed_day < NEW_MEMBER_DAYS:
+            return "new"
+        return "active"
+
+    def active_day_streak(self, as_of: int) -> int:
+        """Consecutive active days ending at the latest one, if that is on or after
+        the day before ``as_of``; else 0."""
+        if not self.active_runs:
+            return 0
+        first, last = self.active_runs[-1]
+        return last - first + 1 if last >= as_of - 1 else 0
+
+    def weekly_streak(self, as_of: int) -> int:
+        """Consecutive weeks (Monday-based) with activity, ending at the current or
+        the previous week."""
+        if not self.active_runs:
+            return 0
+        weeks: set[int] = set()
+        for first, last in self.active_runs:
+            weeks.update(range(week_of(first), week_of(last) + 1))
+        latest = max(weeks)
+        if latest < week_of(as_of) - 1:
+            return 0
+        streak = 0
+        while latest - streak in weeks:
+            streak += 1
+        return streak
+
+    def rfm_values(self, as_of: int, rfm: RfmConfig) -> tuple[int, int, int]:
+        """Raw R (the day of the last qualifying event, -1 if none: larger is more
+        recent), F (qualifying events in the window) and M (minor units)."""
+        r = self.rfm_recency_day if self.rfm_recency_day is not None else -1
+        f = window_sum(self.rfm_frequency, as_of, rfm.frequency_window_days)
+        mrr = self.mrr_amount if self.subscription_at is not None else None
+        if rfm.monetary == "paid_total":
+            m = window_sum(self.paid, as_of, rfm.monetary_window_days)
+        elif rfm.monetary == "arr":
+            m = (mrr or 0) * 12
+        else:
+            m = mrr or 0
+        return r, f, m
+
+
+def since(as_of: int, t: datetime | None) -> int | None:
+    return None if t is None else max(as_of - day_of(t), 0)
+
+
+def window_sum(buckets: dict[int, int], as_of: int, days: int) -> int:
+    return sum(v for d, v in buckets.items() if d > as_of - days)
+
+
+def active_days_in(runs: list[list[int]], as_of: int, days: int) -> int:
+    lo = as_of - days + 1
+    return sum(max(0, last - max(first, lo) + 1) for first, last in runs if last >= lo)
+
+
+def add_day(runs: list[list[int]], day: int) -> list[list[int]]:
+    """Inserts ``day`` into sorted, merged, non-adjacent runs of days."""
+    out: list[list[int]] = []
+    placed = False
+    for first, last in runs:
+        if placed or last < day - 1:
+            out.append([first, last])
+        elif first > day + 1:
+            out.append([day, day])
+            out.append([first, last])
+            placed = True
+        else:  # day touches or lies in this run
+            out.append([min(first, day), max(last, day)])
+            placed = True
+    if not placed:
+        out.append([day, day])
+    merged: list[list[int]] = []
+    for run in out:
+        if merged and run[0] <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], run[1])
+        else:
+            merged.append(run)
+    return merged
+
+
+def min_opt(a: Any, b: Any) -> Any:
+    return b if a is None else min(a, b)
+
+
+def max_opt(a: Any, b: Any) -> Any:
+    return b if a is None else max(a, b)

@@ -1,0 +1,168 @@
+"""The tenant fold in stream time.
+
+Stream time is per tenant: the watermark ``W`` is the largest event time seen
+(in live mode also the wall clock, passed in as ``now``). ``F = W - allowed
+lateness`` is final: an event older than ``F`` is too late and is refused with a
+reason; any other event is applied exactly. The *stream day* is the UTC day of
+``F``; segment predicates are evaluated as of that day.
+
+When ``F`` enters a new day, the tenant *rolls over*: for each new day, every
+account's RFM values are recomputed as of that day, the tenant's quintile
+breakpoints are redrawn, and every account is re-evaluated, so that transitions
+caused by time alone (30 days of silence, a renewal date coming closer) happen
+without an event. A rollover's transitions carry the day's start as their time.
+
+Because rollovers happen at the position in the event sequence where ``F``
+crosses midnight, and everything else is a left fold, the same events in the
+same order give the same memberships and transitions however they are batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schemas import Event
+from services.segmenter.domain.days import day_of, day_start
+from services.segmenter.domain.features import AccountState
+from services.segmenter.domain.program import SegmenterProgram
+from services.segmenter.domain.rfm import NO_BREAKPOINTS, RfmBreakpoints, cell, tenant_breakpoints
+
+AccountKey = tuple[str, str]
+
+
+@dataclass
+class TenantClock:
+    """A tenant's stream time and its current RFM breakpoints."""
+
+    tenant: str
+    watermark: datetime | None = None
+    stream_day: int | None = None
+    breakpoints: RfmBreakpoints = NO_BREAKPOINTS
+
+    def final_time(self, program: SegmenterProgram) -> datetime | None:
+        return None if self.watermark is None else self.watermark - program.allowed_lateness
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An account entered or exited a segment at ``time``."""
+
+    kind: str  # "entered" | "exited"
+    segment: str
+    tenant: str
+    account: str
+    time: datetime
+    as_of: int
+    cause_id: str | None  # the event that caused it, None for a day rollover
+    user_id: str | None
+    features: Mapping[str, Any]
+
+
+def too_late(clock: TenantClock, program: SegmenterProgram, t: datetime) -> str | None:
+    """Why an event at ``t`` cannot be applied any more, or None."""
+    final = clock.final_time(program)
+    if final is not None and t < final:
+        return (
+            f"late event: time {t.isoformat()} is before the tenant's final stream time"
+            f" {final.isoformat()} (watermark {clock.watermark.isoformat()}"  # type: ignore[union-attr]
+            f" minus allowed lateness {program.allowed_lateness})"
+        )
+    return None
+
+
+def advance(clock: TenantClock, program: SegmenterProgram, t: datetime) -> int | None:
+    """Moves the watermark to ``t`` if later. Returns the new stream day when a
+    rollover is due (the caller must then :func:`rollover`), else None."""
+    if clock.watermark is None or t > clock.watermark:
+        clock.watermark = t
+    final = clock.final_time(program)
+    assert final is not None
+    day = day_of(final)
+    if clock.stream_day is None:
+        clock.stream_day = day  # a new tenant: no past to roll over
+        return None
+    return day if day > clock.stream_day else None
+
+
+def apply_event(
+    program: SegmenterProgram, clock: TenantClock, state: AccountState, event: Event
+) -> list[Transition]:
+    """Folds an admitted event into its account and re-evaluates the account."""
+    assert clock.stream_day is not None
+    state.apply(event, program.rfm)
+    return evaluate(
+        program,
+        clock,
+        event.subject,
+        state,
+        clock.stream_day,
+        event.time,
+        event.id,
+        getattr(event.data, "user_id", None),
+    )
+
+
+def rollover(
+    program: SegmenterProgram,
+    clock: TenantClock,
+    accounts: MutableMapping[AccountKey, AccountState],
+    to_day: int,
+) -> list[Transition]:
+    """Advances the tenant day by day to ``to_day``; ``accounts`` must hold all of
+    the tenant's accounts."""
+    assert clock.stream_day is not None
+    out: list[Transition] = []
+    mine = sorted(k for k in accounts if k[0] == clock.tenant)
+    for day in range(clock.stream_day + 1, to_day + 1):
+        for key in mine:
+            accounts[key].prune(day, program.rfm)
+        clock.breakpoints = tenant_breakpoints(
+            [accounts[k].rfm_values(day, program.rfm) for k in mine]
+        )
+        at = day_start(day)
+        for key in mine:
+            out += evaluate(program, clock, key[1], accounts[key], day, at, None, None)
+    clock.stream_day = to_day
+    return out
+
+
+def account_view(
+    program: SegmenterProgram, clock: TenantClock, state: AccountState, as_of: int
+) -> dict[str, Any]:
+    """Features plus RFM scores and cell: what predicates (and the read API) see."""
+    features = state.features(as_of, program.rfm)
+    r, f, m = clock.breakpoints.scores(*state.rfm_values(as_of, program.rfm))
+    features.update(r_score=r, f_score=f, m_score=m, rfm_cell=cell(r, f))
+    return features
+
+
+def evaluate(
+    program: SegmenterProgram,
+    clock: TenantClock,
+    account: str,
+    state: AccountState,
+    as_of: int,
+    at: datetime,
+    cause_id: str | None,
+    user_id: str | None,
+) -> list[Transition]:
+    view = account_view(program, clock, state, as_of)
+    now_in = {s.name for s in program.segments if s.predicate(view)}
+    was_in = set(state.segments)
+    out = [
+        Transition("exited", name, clock.tenant, account, at, as_of, cause_id, user_id, view)
+        for name in sorted(was_in - now_in)
+    ]
+    out += [
+        Transition("entered", name, clock.tenant, account, at, as_of, cause_id, user_id, view)
+        for name in sorted(now_in - was_in)
+    ]
+    for name in was_in - now_in:
+        del state.segments[name]
+    for name in now_in - was_in:
+        state.segments[name] = at
+    state.evaluated_day = as_of
+    return out
