@@ -169,22 +169,29 @@ class SegmenterHandler:
             uow.reject(item, reason)
 
 
-async def tick_tenant(
-    uow: UnitOfWork, program: SegmenterProgram, tenant: str, now: datetime
-) -> int:
+async def tick(
+    repo: AccountRepository, program: SegmenterProgram, tenant: str, now: datetime
+) -> list[Transition]:
     """Live mode: advances one tenant's stream time to the wall clock and rolls it
-    over if a day ended; returns the number of transitions published."""
-    repo = PostgresAccountRepository(uow.conn)
+    over if a day ended. A tenant busy with a batch is skipped until the next tick."""
     clock = await repo.lock_clock_if_free(tenant)
     if clock is None or clock.watermark is None:
-        return 0  # busy with a batch right now, or not started: next tick
+        return []
     due = fold.advance(clock, program, now)
     if due is None:
         await repo.save([clock], {})
-        return 0
+        return []
     states = await repo.load_tenant_accounts(tenant, set())
     transitions = fold.rollover(program, clock, states, due)
     await repo.save([clock], states)
+    return transitions
+
+
+async def tick_tenant(
+    uow: UnitOfWork, program: SegmenterProgram, tenant: str, now: datetime
+) -> int:
+    """:func:`tick` on Postgres, publishing what it caused; returns how many."""
+    transitions = await tick(PostgresAccountRepository(uow.conn), program, tenant, now)
     for t in transitions:
         uow.publish("segments.changes", transition_event(t))
     return len(transitions)

@@ -167,15 +167,15 @@ def _check_types(left: ast.expr, op: ast.cmpop, right: ast.expr, names: Mapping[
 
 
 def _compare(node: ast.Compare, names: Mapping[str, str]) -> Compiled:
-    left_node = node.left
-    for op, right_node in zip(node.ops, node.comparators, strict=True):
-        _check_types(left_node, op, right_node, names)
-        left_node = right_node
     first = _compile(node.left, names)
     steps = [
         (type(op), _CMP[type(op)], _compile(right, names))
         for op, right in zip(node.ops, node.comparators, strict=True)
     ]
+    left_node = node.left
+    for op, right_node in zip(node.ops, node.comparators, strict=True):
+        _check_types(left_node, op, right_node, names)
+        left_node = right_node
 
     def compare(env: Mapping[str, Any]) -> bool:
         left = first(env)
