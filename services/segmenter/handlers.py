@@ -43,6 +43,8 @@ class AccountRepository(Protocol):
         self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
     ) -> None: ...
 
+    async def lock_clock_if_free(self, tenant: str) -> TenantClock | None: ...
+
 
 @dataclass
 class FoldResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import timedelta
 
@@ -26,7 +27,7 @@ def test_runs_hold_exactly_the_days_merged(days: list[int]) -> None:
         runs = add_day(runs, d)
     covered = {d for first, last in runs for d in range(first, last + 1)}
     assert covered == set(days)
-    assert all(b[0] > a[1] + 1 for a, b in zip(runs, runs[1:], strict=False))
+    assert all(b[0] > a[1] + 1 for a, b in itertools.pairwise(runs))
 
 
 activity = st.lists(
