@@ -5,7 +5,7 @@ Tests are isolated by a fresh topic prefix and a fresh database each."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -45,19 +45,32 @@ def database_url(pg: EmbeddedPostgres, name: str) -> str:
     return f"postgresql+asyncpg://{root}/{name}?{query}"
 
 
+SettingsFactory = Callable[[], Awaitable[Settings]]
+
+
 @pytest.fixture
-async def settings(broker: EmbeddedBroker, postgres: EmbeddedPostgres) -> AsyncIterator[Settings]:
+def make_settings(broker: EmbeddedBroker, postgres: EmbeddedPostgres) -> SettingsFactory:
+    """Makes isolated settings: a fresh topic prefix and a fresh database each call."""
+
+    async def make() -> Settings:
+        tag = uuid.uuid4().hex[:10]
+        db = f"t_{tag}"
+        await _create_database(postgres.admin_url, db)
+        return Settings(
+            kafka_bootstrap=broker.bootstrap,
+            database_url=database_url(postgres, db),  # type: ignore[arg-type]
+            topic_prefix=f"t{tag}.",
+            session_timeout_ms=6_000,
+            consumer_poll_ms=100,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def settings(make_settings: SettingsFactory) -> Settings:
     """Settings for one test: its own topic prefix and its own database."""
-    tag = uuid.uuid4().hex[:10]
-    db = f"t_{tag}"
-    await _create_database(postgres.admin_url, db)
-    yield Settings(
-        kafka_bootstrap=broker.bootstrap,
-        database_url=database_url(postgres, db),  # type: ignore[arg-type]
-        topic_prefix=f"t{tag}.",
-        session_timeout_ms=6_000,
-        consumer_poll_ms=100,
-    )
+    return await make_settings()
 
 
 @pytest.fixture(scope="session")

@@ -76,9 +76,21 @@ class OutboxRelay:
         self._stopping.set()
         self._wake.set()
         await finish_task(self._task, f"{self.service} relay")
+        if self._task is not None and not self._task.cancelled() and self._task.exception() is None:
+            await self._drain()
         if self._producer is not None:
             await stop_quietly(self._producer.stop(), f"{self.service} relay producer")
             self._producer = None
+
+    async def _drain(self, budget_s: float = 10) -> None:
+        """Graceful stop: publish what the last batches committed, within a budget
+        (whatever is left is published by the next start)."""
+        try:
+            async with asyncio.timeout(budget_s):
+                while await self.publish_once() > 0:
+                    pass
+        except Exception as exc:
+            log.warning("%s: outbox not fully drained at stop (%r)", self.service, exc)
 
     async def _run(self) -> None:
         delay = 0.1

@@ -32,6 +32,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -62,6 +63,7 @@ class Inbound:
     partition: int
     offset: int
     record: Any = field(default=None, compare=False)  # the ConsumerRecord, to dead-letter
+    arrival: datetime | None = None  # the record's Kafka timestamp: when it entered the system
 
 
 @dataclass
@@ -363,7 +365,8 @@ class ConsumerWorker:
             except DecodeError as exc:
                 poison.append((r, exc.reason))
                 continue
-            decoded.append(Inbound(event, topic, r.partition, r.offset, r))
+            arrival = datetime.fromtimestamp(r.timestamp / 1000, UTC) if r.timestamp else None
+            decoded.append(Inbound(event, topic, r.partition, r.offset, r, arrival))
 
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, self.names, self.service)
@@ -527,6 +530,17 @@ class ConsumerWorker:
         if consumer is None or not tps:
             return False
         for tp in tps:
+            hw = consumer.highwater(tp)
+            if hw is None or self._positions.get(tp, -1) < hw:
+                return False
+        return True
+
+    def caught_up_all(self) -> bool:
+        """True when every assigned partition has been read to its high watermark."""
+        consumer = self._consumer
+        if consumer is None or not self.assigned:
+            return False
+        for tp in self.assigned:
             hw = consumer.highwater(tp)
             if hw is None or self._positions.get(tp, -1) < hw:
                 return False

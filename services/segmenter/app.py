@@ -74,6 +74,10 @@ class StreamClock:
     async def tick(self, now: datetime) -> int:
         rt = self.runtime
         published = 0
+        if not rt.worker.caught_up_all():
+            # rolling a day over before the backlog is in would evaluate accounts
+            # without events that already happened: wait until caught up
+            return 0
         async with rt.engine.connect() as conn:
             due = await PostgresAccountRepository(conn).clocks_due(
                 day_of(now - self.program.allowed_lateness)

@@ -59,7 +59,13 @@ async def process(
     now: datetime | None,
 ) -> FoldResult:
     """Folds a batch in order: one read of clocks and accounts, one write back.
-    ``now`` (live mode) also advances every tenant's stream time."""
+
+    Event-time mode (``now`` is None: replays, backfills): the tenant's watermark is
+    the largest event time seen; events older than it minus the allowed lateness are
+    refused; crossing midnight rolls the tenant over. Live mode (``now`` given):
+    an event is refused when it *arrived* (its Kafka timestamp) more than the
+    allowed lateness after it happened — a backlog of our own never makes events
+    late — and days are rolled over by :func:`tick` from the wall clock."""
     result = FoldResult()
     tenants = {i.event.tenant for i in batch}
     clocks = await repo.load_clocks(tenants)
@@ -72,22 +78,22 @@ async def process(
             complete.add(clock.tenant)
         result.transitions.extend(fold.rollover(program, clock, states, to_day))
 
-    if now is not None:
-        for tenant in sorted(tenants):
-            if clocks[tenant].watermark is not None:
-                due = fold.advance(clocks[tenant], program, now)
-                if due is not None:
-                    await roll(clocks[tenant], due)
     for item in batch:
         event = item.event
         clock = clocks[event.tenant]
-        reason = fold.too_late(clock, program, event.time)
+        if now is None:  # event time: stream time moves with the events themselves
+            reason = fold.too_late(clock, program, event.time)
+            if reason is None:
+                due = fold.advance(clock, program, event.time)
+                if due is not None:
+                    await roll(clock, due)
+        else:  # live: lateness is judged on arrival; the wall clock moves the day
+            reason = fold.arrived_too_late(program, event.time, item.arrival)
+            if reason is None:
+                fold.observe(clock, program, event.time, now)
         if reason is not None:
             result.late.append((item, reason))
             continue
-        due = fold.advance(clock, program, max(event.time, now) if now else event.time)
-        if due is not None:
-            await roll(clock, due)
         state = states.setdefault((event.tenant, event.subject), AccountState())
         result.transitions.extend(fold.apply_event(program, clock, state, event))
     await repo.save(clocks.values(), states)

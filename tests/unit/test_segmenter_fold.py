@@ -214,3 +214,29 @@ async def test_one_batch_reads_and_writes_state_in_bulk() -> None:
 
 def test_late_window_is_relative_to_the_watermark() -> None:
     assert PROGRAM.allowed_lateness == timedelta(hours=1)
+
+
+async def test_live_mode_judges_lateness_on_arrival_not_on_our_backlog() -> None:
+    on_time = key_action("a", at(10, 1))
+    late = key_action("a", at(10, 2))
+    items = [
+        Inbound(on_time, "events.product", 0, 0, arrival=at(10, 1.5)),
+        Inbound(late, "events.product", 0, 1, arrival=at(10, 3.5)),
+    ]
+    # processed long after both arrived (a backlog of ours): only the second is late
+    result = await process(FakeAccountRepository(), PROGRAM, items, now=at(11, 6))
+    assert [i.event.id for i, _ in result.late] == [late.id]
+    assert "arrived at" in result.late[0][1]
+
+
+async def test_live_mode_never_rolls_days_over_from_events() -> None:
+    items = [Inbound(login("a", at(d)), "events.product", 0, d, arrival=at(d)) for d in range(5)]
+    repo = FakeAccountRepository()
+    result = await process(repo, PROGRAM, items[:1], now=at(0, 2))
+    day0 = repo.clocks["t"].stream_day
+    result = await process(repo, PROGRAM, items[1:], now=at(4, 2))
+    assert repo.clocks["t"].stream_day == day0  # only tick() moves it
+    assert all(t.cause_id is not None for t in result.transitions)
+    moved = await tick(repo, PROGRAM, "t", at(4, 2))
+    assert repo.clocks["t"].stream_day == day_of(at(4))
+    assert all(t.cause_id is None for t in moved)

@@ -73,6 +73,27 @@ def too_late(clock: TenantClock, program: SegmenterProgram, t: datetime) -> str 
     return None
 
 
+def arrived_too_late(
+    program: SegmenterProgram, t: datetime, arrival: datetime | None
+) -> str | None:
+    """Live mode: why an event that entered the system at ``arrival`` is too late."""
+    if arrival is not None and arrival - t > program.allowed_lateness:
+        return (
+            f"late event: time {t.isoformat()} arrived at {arrival.isoformat()},"
+            f" more than the allowed lateness {program.allowed_lateness} after it happened"
+        )
+    return None
+
+
+def observe(clock: TenantClock, program: SegmenterProgram, t: datetime, now: datetime) -> None:
+    """Live mode: records event time without moving the stream day (the wall clock
+    does that, through :func:`advance` with ``now``, once the consumer caught up)."""
+    if clock.watermark is None or t > clock.watermark:
+        clock.watermark = t
+    if clock.stream_day is None:
+        clock.stream_day = day_of(now - program.allowed_lateness)
+
+
 def advance(clock: TenantClock, program: SegmenterProgram, t: datetime) -> int | None:
     """Moves the watermark to ``t`` if later. Returns the new stream day when a
     rollover is due (the caller must then :func:`rollover`), else None."""
