@@ -58,6 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     tosub = topics.add_subparsers(dest="topics_command", required=True)
     tosub.add_parser("create", help="create the missing topics")
 
+    segments = sub.add_parser("segments", help="segmenter tools")
+    ssub = segments.add_subparsers(dest="segments_command", required=True)
+    backfill = ssub.add_parser("backfill", help="replay a tenant's history (JSON lines)")
+    backfill.add_argument("file", type=Path)
+    backfill.add_argument("--tenant", required=True, help="tenant id (e.g. acme-corp)")
+    backfill.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="leave transitions in the outbox for the running segmenter",
+    )
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    bseg = bsub.add_parser("segmenter", help="segmenter events/s vs raw consume+decode")
+    bseg.add_argument("--events", type=int, default=200_000)
+    bseg.add_argument("--accounts", type=int, default=5_000)
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("LOYALTY_LOG_LEVEL", "INFO"),
@@ -80,7 +97,39 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"created {len(made)} topics" + (": " + ", ".join(made) if made else ""))
         return 0
+    if args.command == "segments":
+        return segments_backfill(args.file, args.tenant, publish=not args.no_publish)
+    if args.command == "bench":
+        from services.bench import bench_with_embedded
+
+        result = bench_with_embedded(args.events, args.accounts)
+        print("\n".join(result.lines()))
+        return 0
     return Up(args).run()
+
+
+def segments_backfill(path: Path, tenant: str, publish: bool) -> int:
+    from services.segmenter.app import load
+    from services.segmenter.backfill import BackfillInputError, backfill
+    from services.segmenter.config import SegmenterSettings
+
+    settings = SegmenterSettings()
+    try:
+        report = asyncio.run(backfill(settings, load(settings), path, tenant, publish=publish))
+    except BackfillInputError as exc:
+        print(f"{path}: nothing was written; fix these lines first:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    rate = report.applied / report.seconds if report.seconds else 0.0
+    print(
+        f"{report.events} events: {report.applied} applied, {report.duplicates} already"
+        f" done, {report.late} too late; {report.transitions} segment transitions"
+        f" ({report.published} published) in {report.seconds:.1f}s ({rate:,.0f} events/s)"
+    )
+    if report.rejected_file is not None:
+        print(f"late events and reasons: {report.rejected_file}")
+    return 0
 
 
 def serve_one(service: str, host: str, port: int) -> int:

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     batch_max_records: int = Field(default=2_000, ge=1)
     consumer_poll_ms: int = Field(default=200, ge=1)
+    batch_linger_ms: int = Field(default=50, ge=0)
     demo_api_key: SecretStr | None = None
 
     def async_database_url(self) -> str:

@@ -68,9 +68,13 @@ class OutboxRelay:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
+        await self.start_producer()
+        self._task = asyncio.create_task(self._run(), name=f"{self.service}-relay")
+
+    async def start_producer(self) -> None:
+        """Connects without starting the loop (for one-shot ``publish_once`` use)."""
         self._producer = make_producer(self.bootstrap)
         await self._producer.start()
-        self._task = asyncio.create_task(self._run(), name=f"{self.service}-relay")
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -77,6 +77,7 @@ class ServiceRuntime:
             session_timeout_ms=settings.session_timeout_ms,
             max_records=settings.batch_max_records,
             poll_ms=settings.consumer_poll_ms,
+            linger_ms=settings.batch_linger_ms,
         )
         self.started = False
 

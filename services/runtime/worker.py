@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -48,6 +48,8 @@ from services.runtime.metrics import RuntimeMetrics
 from services.runtime.topics import TopicNames
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FaultHook = Callable[[str], None]
 """Called with a step name (``before_commit``, ``after_commit``, ``relay_after_send``);
@@ -175,6 +177,31 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+async def keep_first_seen(
+    conn: AsyncConnection, items: Sequence[T], key: Callable[[T], tuple[str, str]]
+) -> list[T]:
+    """Records ``(tenant, event id)`` of each item in ``processed_events`` and keeps
+    only the items seen for the first time (a second copy in ``items`` too)."""
+    if not items:
+        return []
+    keys = [key(i) for i in items]
+    rows = await conn.execute(
+        text(
+            "INSERT INTO processed_events (tenant, event_id)"
+            " SELECT * FROM unnest(CAST(:t AS text[]), CAST(:i AS text[]))"
+            " ON CONFLICT DO NOTHING RETURNING tenant, event_id"
+        ),
+        {"t": [k[0] for k in keys], "i": [k[1] for k in keys]},
+    )
+    new = {(t, e) for t, e in rows.all()}
+    fresh = []
+    for item, k in zip(items, keys, strict=True):
+        if k in new:
+            new.discard(k)
+            fresh.append(item)
+    return fresh
+
+
 class _SplitBatch(Exception):
     """Raised inside the transaction to roll it back and retry record by record."""
 
@@ -197,6 +224,7 @@ class ConsumerWorker:
         session_timeout_ms: int = 10_000,
         max_records: int = 2_000,
         poll_ms: int = 200,
+        linger_ms: int = 50,
     ) -> None:
         self.service = service
         self.engine = engine
@@ -210,6 +238,7 @@ class ConsumerWorker:
         self.session_timeout_ms = session_timeout_ms
         self.max_records = max_records
         self.poll_ms = poll_ms
+        self.linger_ms = linger_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -265,6 +294,22 @@ class ConsumerWorker:
                 await asyncio.sleep(1)
                 continue
             records = [r for recs in batch.values() for r in recs]
+            linger_until = time.monotonic() + self.linger_ms / 1000
+            while records and len(records) < self.max_records:
+                # a fetch brings one record batch per partition (the embedded broker
+                # returns little per fetch): gather for a few ms more, so that one
+                # transaction carries hundreds of events instead of dozens
+                left = linger_until - time.monotonic()
+                if left <= 0:
+                    break
+                more = await consumer.getmany(
+                    timeout_ms=int(left * 1000) or 1, max_records=self.max_records - len(records)
+                )
+                if not more:
+                    break
+                for tp, recs in more.items():
+                    batch.setdefault(tp, []).extend(recs)
+                    records.extend(recs)
             if records:
                 try:
                     async with self._lock:
@@ -478,24 +523,7 @@ class ConsumerWorker:
         )
 
     async def _dedupe(self, conn: AsyncConnection, items: list[Inbound]) -> list[Inbound]:
-        if not items:
-            return []
-        rows = await conn.execute(
-            text(
-                "INSERT INTO processed_events (tenant, event_id)"
-                " SELECT * FROM unnest(CAST(:t AS text[]), CAST(:i AS text[]))"
-                " ON CONFLICT DO NOTHING RETURNING tenant, event_id"
-            ),
-            {"t": [i.event.tenant for i in items], "i": [i.event.id for i in items]},
-        )
-        new = {(t, e) for t, e in rows.all()}
-        fresh = []
-        for item in items:
-            k = (item.event.tenant, item.event.id)
-            if k in new:
-                new.discard(k)  # a second copy in the same batch is a duplicate too
-                fresh.append(item)
-        return fresh
+        return await keep_first_seen(conn, items, lambda i: (i.event.tenant, i.event.id))
 
     # ------------------------------------------------------------ offsets & lag
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from services.runtime.service import TenantDep
 from services.segmenter.adapters.db import PostgresAccountRepository
-from services.segmenter.domain.fold import TenantClock, account_view
+from services.segmenter.domain.fold import TenantClock, account_view, full_view
 from services.segmenter.domain.program import SegmenterProgram
 
 router = APIRouter(prefix="/v1")
@@ -31,7 +31,7 @@ async def get_account(account_id: str, tenant: TenantDep, request: Request) -> d
         clock = await repo.get_clock(tenant)
     if state is None or clock is None or clock.stream_day is None:
         raise HTTPException(404, f"no account {account_id!r} in this tenant")
-    view = account_view(program, clock or TenantClock(tenant), state, clock.stream_day)
+    view = full_view(account_view(program, clock or TenantClock(tenant), state, clock.stream_day))
     rfm = {
         "r": view.pop("r_score"),
         "f": view.pop("f_score"),

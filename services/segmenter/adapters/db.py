@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import date, datetime
 from typing import Any
 
-from pydantic import TypeAdapter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,17 +15,44 @@ from services.segmenter.domain.features import AccountState
 from services.segmenter.domain.fold import AccountKey, TenantClock
 from services.segmenter.domain.rfm import RfmBreakpoints
 
-_STATE = TypeAdapter(AccountState)
+_DATETIMES = (
+    "last_login_at",
+    "last_key_action_at",
+    "last_activity_at",
+    "seats_used_at",
+    "subscription_at",
+    "onboarding_completed_at",
+    "cancellation_requested_at",
+    "last_nps_at",
+)
+_DAY_BUCKETS = ("key_actions", "rfm_frequency", "paid")
 
 
 def dump_state(state: AccountState) -> str:
-    return _STATE.dump_json(state).decode()
+    """State -> JSON (hand-written: this runs for every account of every batch)."""
+    doc: dict[str, Any] = dict(state.__dict__)
+    for name in _DATETIMES:
+        if doc[name] is not None:
+            doc[name] = doc[name].isoformat()
+    for name in _DAY_BUCKETS:
+        doc[name] = {str(k): v for k, v in doc[name].items()}
+    if doc["renewal_date"] is not None:
+        doc["renewal_date"] = doc["renewal_date"].isoformat()
+    doc["segments"] = {k: v.isoformat() for k, v in doc["segments"].items()}
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def load_state(raw: Any) -> AccountState:
-    if isinstance(raw, str):
-        return _STATE.validate_json(raw)
-    return _STATE.validate_python(raw)
+    doc: dict[str, Any] = json.loads(raw) if isinstance(raw, (str, bytes)) else dict(raw)
+    for name in _DATETIMES:
+        if doc.get(name) is not None:
+            doc[name] = datetime.fromisoformat(doc[name])
+    for name in _DAY_BUCKETS:
+        doc[name] = {int(k): v for k, v in doc.get(name, {}).items()}
+    if doc.get("renewal_date") is not None:
+        doc["renewal_date"] = date.fromisoformat(doc["renewal_date"])
+    doc["segments"] = {k: datetime.fromisoformat(v) for k, v in doc.get("segments", {}).items()}
+    return AccountState(**doc)
 
 
 class PostgresAccountRepository:
@@ -131,24 +158,25 @@ class PostgresAccountRepository:
                 clock_rows,
             )
         if states:
+            ordered = sorted(states.items())
+            # one statement with arrays, not one row per round trip
             await self.conn.execute(
                 text(
                     "INSERT INTO accounts (tenant, account, state, segments, evaluated_day)"
-                    " VALUES (:t, :a, CAST(:s AS jsonb), :segs, :d)"
+                    " SELECT t, a, CAST(s AS jsonb), coalesce(string_to_array(segs, ','), '{}'), d"
+                    " FROM unnest(CAST(:t AS text[]), CAST(:a AS text[]), CAST(:s AS text[]),"
+                    " CAST(:segs AS text[]), CAST(:d AS integer[])) AS x(t, a, s, segs, d)"
                     " ON CONFLICT (tenant, account) DO UPDATE SET state = EXCLUDED.state,"
                     " segments = EXCLUDED.segments, evaluated_day = EXCLUDED.evaluated_day,"
                     " updated_at = now()"
                 ),
-                [
-                    {
-                        "t": t,
-                        "a": a,
-                        "s": dump_state(s),
-                        "segs": sorted(s.segments),
-                        "d": s.evaluated_day,
-                    }
-                    for (t, a), s in sorted(states.items())
-                ],
+                {
+                    "t": [k[0] for k, _ in ordered],
+                    "a": [k[1] for k, _ in ordered],
+                    "s": [dump_state(st) for _, st in ordered],
+                    "segs": [",".join(sorted(st.segments)) or None for _, st in ordered],
+                    "d": [st.evaluated_day for _, st in ordered],
+                },
             )
 
     # ------------------------------------------------------------ read side

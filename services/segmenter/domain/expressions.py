@@ -192,3 +192,10 @@ def _compare(node: ast.Compare, names: Mapping[str, str]) -> Compiled:
         return True
 
     return compare
+
+
+def referenced_names(source: str) -> frozenset[str]:
+    """The feature names an expression reads (it must already compile)."""
+    tree = ast.parse(source.strip(), mode="eval")
+    calls = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in calls)

@@ -13,6 +13,7 @@ on a day ``d`` with ``as_of - N < d``, which includes any later day already seen
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -181,48 +182,10 @@ class AccountState:
     # ------------------------------------------------------------ features
 
     def features(self, as_of: int, rfm: RfmConfig) -> dict[str, Any]:
-        """The named features segment predicates read, as of ``as_of``."""
-        subscribed = self.subscription_at is not None
-        mrr = self.mrr_amount if subscribed else None
-        f: dict[str, Any] = {
-            "days_since_last_login": since(as_of, self.last_login_at),
-            "days_since_last_key_action": since(as_of, self.last_key_action_at),
-            "days_since_last_activity": since(as_of, self.last_activity_at),
-            "active_day_streak": self.active_day_streak(as_of),
-            "weekly_streak": self.weekly_streak(as_of),
-            "features_adopted": len(self.features_adopted),
-            "adopted": frozenset(self.features_adopted),
-            "seats_purchased": self.seats_purchased,
-            "seats_used": self.seats_used,
-            "seat_utilization": (
-                self.seats_used / self.seats_purchased if self.seats_purchased else 0.0
-            ),
-            "plan": self.plan,
-            "interval": self.interval,
-            "subscription_status": self.subscription_status,
-            "mrr": mrr,
-            "arr": mrr * 12 if mrr is not None else None,
-            "currency": self.currency,
-            "paid_months": len(self.paid_months),
-            "paid_total_window": window_sum(self.paid, as_of, rfm.monetary_window_days),
-            "tenure_days": (
-                as_of - self.first_subscribed_day if self.first_subscribed_day is not None else None
-            ),
-            "renewal_date": self.renewal_date,
-            "days_to_renewal": (
-                self.renewal_date.toordinal() - as_of if self.renewal_date is not None else None
-            ),
-            "onboarding_completed": self.onboarding_completed_at is not None,
-            "days_since_onboarding": since(as_of, self.onboarding_completed_at),
-            "cancellation_requested": self.cancellation_requested_at is not None,
-            "last_nps": self.last_nps,
-            "open_tickets": len(self.open_tickets),
-            "membership": self.membership(as_of),
-        }
-        for n in WINDOWS:
-            f[f"key_actions_{n}d"] = window_sum(self.key_actions, as_of, n)
-            f[f"active_days_{n}d"] = active_days_in(self.active_runs, as_of, n)
-        return f
+        """Every named feature as of ``as_of`` (predicates read them lazily instead,
+        through :class:`FeatureView`)."""
+        view = FeatureView(self, as_of, rfm)
+        return {name: view[name] for name in FEATURES}
 
     def membership(self, as_of: int) -> str:
         """non_member (never subscribed), new (first 30 days), active, expired
@@ -319,3 +282,140 @@ def min_opt(a: Any, b: Any) -> Any:
 
 def max_opt(a: Any, b: Any) -> Any:
     return b if a is None else max(a, b)
+
+
+class FeatureView(Mapping[str, Any]):
+    """Features computed on first use: a predicate pays only for what it reads."""
+
+    __slots__ = ("_cache", "as_of", "extra", "rfm", "state")
+
+    def __init__(
+        self,
+        state: AccountState,
+        as_of: int,
+        rfm: RfmConfig,
+        extra: Callable[[FeatureView, str], Any] | None = None,
+    ) -> None:
+        self.state, self.as_of, self.rfm, self.extra = state, as_of, rfm, extra
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        compute = FEATURES.get(name)
+        if compute is not None:
+            value = compute(self.state, self.as_of, self.rfm)
+        elif self.extra is not None:
+            value = self.extra(self, name)
+        else:
+            raise KeyError(name)
+        self._cache[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FEATURES)
+
+    def __len__(self) -> int:
+        return len(FEATURES)
+
+
+def _mrr(s: AccountState) -> int | None:
+    return s.mrr_amount if s.subscription_at is not None else None
+
+
+FeatureFn = Callable[[AccountState, int, RfmConfig], Any]
+
+
+def _key_actions(n: int) -> FeatureFn:
+    return lambda s, d, r: window_sum(s.key_actions, d, n)
+
+
+def _active_days(n: int) -> FeatureFn:
+    return lambda s, d, r: active_days_in(s.active_runs, d, n)
+
+
+FEATURES: dict[str, FeatureFn] = {
+    "days_since_last_login": lambda s, d, r: since(d, s.last_login_at),
+    "days_since_last_key_action": lambda s, d, r: since(d, s.last_key_action_at),
+    "days_since_last_activity": lambda s, d, r: since(d, s.last_activity_at),
+    "active_day_streak": lambda s, d, r: s.active_day_streak(d),
+    "weekly_streak": lambda s, d, r: s.weekly_streak(d),
+    "features_adopted": lambda s, d, r: len(s.features_adopted),
+    "adopted": lambda s, d, r: frozenset(s.features_adopted),
+    "seats_purchased": lambda s, d, r: s.seats_purchased,
+    "seats_used": lambda s, d, r: s.seats_used,
+    "seat_utilization": lambda s, d, r: (
+        s.seats_used / s.seats_purchased if s.seats_purchased else 0.0
+    ),
+    "plan": lambda s, d, r: s.plan,
+    "interval": lambda s, d, r: s.interval,
+    "subscription_status": lambda s, d, r: s.subscription_status,
+    "mrr": lambda s, d, r: _mrr(s),
+    "arr": lambda s, d, r: None if (m := _mrr(s)) is None else m * 12,
+    "currency": lambda s, d, r: s.currency,
+    "paid_months": lambda s, d, r: len(s.paid_months),
+    "paid_total_window": lambda s, d, r: window_sum(s.paid, d, r.monetary_window_days),
+    "tenure_days": lambda s, d, r: (
+        None if s.first_subscribed_day is None else d - s.first_subscribed_day
+    ),
+    "renewal_date": lambda s, d, r: s.renewal_date,
+    "days_to_renewal": lambda s, d, r: (
+        None if s.renewal_date is None else s.renewal_date.toordinal() - d
+    ),
+    "onboarding_completed": lambda s, d, r: s.onboarding_completed_at is not None,
+    "days_since_onboarding": lambda s, d, r: since(d, s.onboarding_completed_at),
+    "cancellation_requested": lambda s, d, r: s.cancellation_requested_at is not None,
+    "last_nps": lambda s, d, r: s.last_nps,
+    "open_tickets": lambda s, d, r: len(s.open_tickets),
+    "membership": lambda s, d, r: s.membership(d),
+    **{f"key_actions_{n}d": _key_actions(n) for n in WINDOWS},
+    **{f"active_days_{n}d": _active_days(n) for n in WINDOWS},
+}
+"""Feature name -> how to compute it from the state, the as-of day and the RFM config."""
+
+_ACTIVITY = frozenset(
+    {
+        "days_since_last_activity",
+        "active_day_streak",
+        "weekly_streak",
+        *(f"active_days_{n}d" for n in WINDOWS),
+    }
+)
+_SUBSCRIPTION = frozenset(
+    {
+        "seats_purchased",
+        "seat_utilization",
+        "plan",
+        "interval",
+        "subscription_status",
+        "mrr",
+        "arr",
+        "currency",
+        "renewal_date",
+        "days_to_renewal",
+        "tenure_days",
+        "membership",
+    }
+)
+CHANGED_BY: dict[str, frozenset[str]] = {
+    "product.login": _ACTIVITY | {"days_since_last_login"},
+    "product.feature_used": _ACTIVITY
+    | {
+        "features_adopted",
+        "adopted",
+        "days_since_last_key_action",
+        *(f"key_actions_{n}d" for n in WINDOWS),
+    },
+    "product.onboarding_completed": frozenset({"onboarding_completed", "days_since_onboarding"}),
+    "product.seats_changed": frozenset({"seats_used", "seat_utilization"}),
+    "billing.subscription_updated": _SUBSCRIPTION,
+    "billing.invoice_paid": frozenset({"paid_months", "paid_total_window", "currency"}),
+    "billing.cancellation_requested": frozenset({"cancellation_requested"}),
+    "billing.credit_applied": frozenset(),
+    "support.ticket_opened": frozenset({"open_tickets"}),
+    "support.ticket_closed": frozenset({"open_tickets"}),
+    "support.nps_submitted": frozenset({"last_nps"}),
+}
+"""Which features an event of each type can change (a test checks it is complete)."""

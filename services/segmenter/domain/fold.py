@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from schemas import Event
 from services.segmenter.domain.days import day_of, day_start
-from services.segmenter.domain.features import AccountState
+from services.segmenter.domain.features import CHANGED_BY, FEATURES, AccountState, FeatureView
 from services.segmenter.domain.program import SegmenterProgram
 from services.segmenter.domain.rfm import NO_BREAKPOINTS, RfmBreakpoints, cell, tenant_breakpoints
 
@@ -111,9 +112,11 @@ def advance(clock: TenantClock, program: SegmenterProgram, t: datetime) -> int |
 def apply_event(
     program: SegmenterProgram, clock: TenantClock, state: AccountState, event: Event
 ) -> list[Transition]:
-    """Folds an admitted event into its account and re-evaluates the account."""
+    """Folds an admitted event into its account and re-evaluates the predicates the
+    event can affect (all of them if the account was last evaluated on another day)."""
     assert clock.stream_day is not None
     state.apply(event, program.rfm)
+    changed = None if state.evaluated_day != clock.stream_day else changed_by(program, event)
     return evaluate(
         program,
         clock,
@@ -123,7 +126,21 @@ def apply_event(
         event.time,
         event.id,
         getattr(event.data, "user_id", None),
+        changed,
     )
+
+
+def changed_by(program: SegmenterProgram, event: Event) -> frozenset[str]:
+    """The features ``event`` can change, RFM scores included."""
+    changed = set(CHANGED_BY.get(event.type, FEATURES.keys()))
+    rfm = program.rfm
+    if any(s.type == event.type for s in rfm.recency_events):
+        changed |= {"r_score", "rfm_cell"}
+    if any(s.type == event.type for s in rfm.frequency_events):
+        changed |= {"f_score", "rfm_cell"}
+    if event.type in ("billing.subscription_updated", "billing.invoice_paid"):
+        changed.add("m_score")
+    return frozenset(changed)
 
 
 def rollover(
@@ -152,12 +169,25 @@ def rollover(
 
 def account_view(
     program: SegmenterProgram, clock: TenantClock, state: AccountState, as_of: int
-) -> dict[str, Any]:
-    """Features plus RFM scores and cell: what predicates (and the read API) see."""
-    features = state.features(as_of, program.rfm)
-    r, f, m = clock.breakpoints.scores(*state.rfm_values(as_of, program.rfm))
-    features.update(r_score=r, f_score=f, m_score=m, rfm_cell=cell(r, f))
-    return features
+) -> FeatureView:
+    """Features plus RFM scores and cell, computed as predicates read them."""
+    return FeatureView(state, as_of, program.rfm, partial(_rfm_feature, clock.breakpoints))
+
+
+RFM_FEATURES = ("r_score", "f_score", "m_score", "rfm_cell")
+
+
+def _rfm_feature(breakpoints: RfmBreakpoints, view: FeatureView, name: str) -> Any:
+    if name not in RFM_FEATURES:
+        raise KeyError(name)
+    r, f, m = breakpoints.scores(*view.state.rfm_values(view.as_of, view.rfm))
+    scores = {"r_score": r, "f_score": f, "m_score": m, "rfm_cell": cell(r, f)}
+    return scores[name]
+
+
+def full_view(view: FeatureView) -> dict[str, Any]:
+    """Every feature and score, computed now (a snapshot for a transition)."""
+    return {**{name: view[name] for name in FEATURES}, **{n: view[n] for n in RFM_FEATURES}}
 
 
 def evaluate(
@@ -169,21 +199,32 @@ def evaluate(
     at: datetime,
     cause_id: str | None,
     user_id: str | None,
+    changed: frozenset[str] | None = None,
 ) -> list[Transition]:
     view = account_view(program, clock, state, as_of)
-    now_in = {s.name for s in program.segments if s.predicate(view)}
     was_in = set(state.segments)
+    now_in = set(was_in)
+    for segment in program.segments:
+        if changed is not None and not (segment.reads & changed):
+            continue  # nothing it reads has moved
+        if segment.predicate(view):
+            now_in.add(segment.name)
+        else:
+            now_in.discard(segment.name)
+    state.evaluated_day = as_of
+    if now_in == was_in:
+        return []
+    snapshot = full_view(view)
     out = [
-        Transition("exited", name, clock.tenant, account, at, as_of, cause_id, user_id, view)
+        Transition("exited", name, clock.tenant, account, at, as_of, cause_id, user_id, snapshot)
         for name in sorted(was_in - now_in)
     ]
     out += [
-        Transition("entered", name, clock.tenant, account, at, as_of, cause_id, user_id, view)
+        Transition("entered", name, clock.tenant, account, at, as_of, cause_id, user_id, snapshot)
         for name in sorted(now_in - was_in)
     ]
     for name in was_in - now_in:
         del state.segments[name]
     for name in now_in - was_in:
         state.segments[name] = at
-    state.evaluated_day = as_of
     return out

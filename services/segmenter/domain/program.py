@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schemas import topic_family
 from schemas.events import CATALOG
 from services.segmenter.domain.days import parse_duration
-from services.segmenter.domain.expressions import Compiled, ExpressionError, compile_expression
+from services.segmenter.domain.expressions import (
+    Compiled,
+    ExpressionError,
+    compile_expression,
+    referenced_names,
+)
 from services.segmenter.domain.features import WINDOWS, EventSelector, RfmConfig
 from services.segmenter.domain.rfm import CELLS
 
@@ -103,6 +108,7 @@ class Segment:
     description: str
     source: str
     predicate: Compiled
+    reads: frozenset[str]  # the features the predicate depends on
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,9 @@ def load_program(raw: Any) -> SegmenterProgram:
         except ExpressionError as exc:
             problems.append(f"segment {name!r}, field 'when': {exc}")
             continue
-        segments.append(Segment(name, spec.description, spec.when, predicate))
+        segments.append(
+            Segment(name, spec.description, spec.when, predicate, referenced_names(spec.when))
+        )
     if problems:
         raise ProgramError(problems)
     return SegmenterProgram(
