@@ -116,3 +116,42 @@ def test_the_kind_table_covers_every_feature() -> None:
     names = set(AccountState().features(day_of(T0 + timedelta(days=1)), RFM))
     names |= {"r_score", "f_score", "m_score", "rfm_cell"}
     assert names == set(FEATURE_KINDS)
+
+
+def any_event(kind: int, day: int, value: int) -> object:
+    from tests.unit.segmenter_events import (
+        cancel,
+        onboarded,
+        seats,
+    )
+
+    t = at(day, value % 24)
+    return [login("a", t), key_action("a", t, key=value % 2 == 0),
+            key_action("a", t, feature=f"f{value % 4}"), onboarded("a", t),
+            seats("a", t, value % 40), subscribed("a", t, seats=1 + value % 60, mrr=100 * value),
+            paid("a", t, 1 + value), cancel("a", t)][kind]
+
+
+events_st = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 90), st.integers(0, 500)),
+                     max_size=25)
+
+
+@settings(max_examples=300)
+@given(events_st, st.tuples(st.integers(0, 7), st.integers(0, 95), st.integers(0, 500)),
+       st.integers(0, 100))
+def test_an_event_changes_only_the_features_declared_for_its_type(
+        history: list[tuple[int, int, int]], last: tuple[int, int, int], as_of_day: int) -> None:
+    """Predicates are re-evaluated only when a feature they read can change: the
+    declared table must cover every feature an event really changes."""
+    from services.segmenter.domain.features import CHANGED_BY
+
+    state = AccountState()
+    for spec in history:
+        state.apply(any_event(*spec), RFM)  # type: ignore[arg-type]
+    as_of = day_of(T0) + as_of_day
+    before = state.features(as_of, RFM)
+    event = any_event(*last)
+    state.apply(event, RFM)  # type: ignore[arg-type]
+    after = state.features(as_of, RFM)
+    moved = {k for k in before if before[k] != after[k]}
+    assert moved <= CHANGED_BY[event.type], moved - CHANGED_BY[event.type]  # type: ignore[attr-defined]
