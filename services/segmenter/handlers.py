@@ -72,10 +72,13 @@ async def process(
     states = await repo.load_accounts((i.event.tenant, i.event.subject) for i in batch)
     complete: set[str] = set()
 
-    async def roll(clock: TenantClock, to_day: int) -> None:
+    async def load_all(clock: TenantClock) -> None:
         if clock.tenant not in complete:
             states.update(await repo.load_tenant_accounts(clock.tenant, set(states)))
             complete.add(clock.tenant)
+
+    async def roll(clock: TenantClock, to_day: int) -> None:
+        await load_all(clock)
         result.transitions.extend(fold.rollover(program, clock, states, to_day))
 
     for item in batch:
@@ -94,8 +97,15 @@ async def process(
         if reason is not None:
             result.late.append((item, reason))
             continue
-        state = states.setdefault((event.tenant, event.subject), AccountState())
+        key = (event.tenant, event.subject)
+        is_new = key not in states  # every existing account of the batch was loaded
+        state = states.setdefault(key, AccountState())
         result.transitions.extend(fold.apply_event(program, clock, state, event))
+        if is_new:
+            clock.accounts += 1
+            if clock.needs_rescore():
+                await load_all(clock)
+                result.transitions.extend(fold.rescore(program, clock, states, event.time))
     await repo.save(clocks.values(), states)
     return result
 

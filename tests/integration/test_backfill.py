@@ -27,8 +27,9 @@ def write_history(path: Path) -> int:
     return len(events)
 
 
-async def test_backfill_replays_history_and_can_run_again(settings: Settings,
-                                                          tmp_path: Path) -> None:
+async def test_backfill_replays_history_and_can_run_again(
+    settings: Settings, tmp_path: Path
+) -> None:
     local = SegmenterSettings(**settings.model_dump())
     program = load(local)
     history = tmp_path / "history.jsonl"
@@ -43,15 +44,23 @@ async def test_backfill_replays_history_and_can_run_again(settings: Settings,
     engine = create_engine(local.async_database_url(), "segmenter")
     try:
         async with engine.connect() as conn:
-            quiet = (await conn.execute(text(
-                "SELECT segments FROM accounts WHERE tenant = 'acme' AND account = 'quiet'"
-            ))).scalar_one()
+            quiet = (
+                await conn.execute(
+                    text(
+                        "SELECT segments FROM accounts WHERE tenant = 'acme' AND account = 'quiet'"
+                    )
+                )
+            ).scalar_one()
     finally:
         await engine.dispose()
     assert "at_risk" in quiet and "power_users" not in quiet
-    changes = decoded(await read_all(local.kafka_bootstrap,
-                                     f"{local.topic_prefix}segments.changes",
-                                     at_least=report.published))
+    changes = decoded(
+        await read_all(
+            local.kafka_bootstrap,
+            f"{local.topic_prefix}segments.changes",
+            at_least=report.published,
+        )
+    )
     assert len({c.id for c in changes}) == report.transitions
 
     again = await backfill(local, program, history, "acme")
@@ -59,7 +68,8 @@ async def test_backfill_replays_history_and_can_run_again(settings: Settings,
 
 
 async def test_a_bad_line_stops_the_backfill_before_anything_is_written(
-        settings: Settings, tmp_path: Path) -> None:
+    settings: Settings, tmp_path: Path
+) -> None:
     local = SegmenterSettings(**settings.model_dump())
     history = tmp_path / "bad.jsonl"
     good = json.dumps(login("a", at(1)).model_dump(mode="json", exclude={"tenant"}))
@@ -74,8 +84,9 @@ async def test_a_bad_line_stops_the_backfill_before_anything_is_written(
     engine = create_engine(local.async_database_url(), "segmenter")
     try:
         async with engine.connect() as conn:
-            exists = (await conn.execute(text(
-                "SELECT to_regclass('segmenter.accounts')"))).scalar_one()
+            exists = (
+                await conn.execute(text("SELECT to_regclass('segmenter.accounts')"))
+            ).scalar_one()
     finally:
         await engine.dispose()
     assert exists is None  # not even the schema was created

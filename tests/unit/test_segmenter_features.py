@@ -126,21 +126,32 @@ def any_event(kind: int, day: int, value: int) -> object:
     )
 
     t = at(day, value % 24)
-    return [login("a", t), key_action("a", t, key=value % 2 == 0),
-            key_action("a", t, feature=f"f{value % 4}"), onboarded("a", t),
-            seats("a", t, value % 40), subscribed("a", t, seats=1 + value % 60, mrr=100 * value),
-            paid("a", t, 1 + value), cancel("a", t)][kind]
+    return [
+        login("a", t),
+        key_action("a", t, key=value % 2 == 0),
+        key_action("a", t, feature=f"f{value % 4}"),
+        onboarded("a", t),
+        seats("a", t, value % 40),
+        subscribed("a", t, seats=1 + value % 60, mrr=100 * value),
+        paid("a", t, 1 + value),
+        cancel("a", t),
+    ][kind]
 
 
-events_st = st.lists(st.tuples(st.integers(0, 7), st.integers(0, 90), st.integers(0, 500)),
-                     max_size=25)
+events_st = st.lists(
+    st.tuples(st.integers(0, 7), st.integers(0, 90), st.integers(0, 500)), max_size=25
+)
 
 
 @settings(max_examples=300)
-@given(events_st, st.tuples(st.integers(0, 7), st.integers(0, 95), st.integers(0, 500)),
-       st.integers(0, 100))
+@given(
+    events_st,
+    st.tuples(st.integers(0, 7), st.integers(0, 95), st.integers(0, 500)),
+    st.integers(0, 100),
+)
 def test_an_event_changes_only_the_features_declared_for_its_type(
-        history: list[tuple[int, int, int]], last: tuple[int, int, int], as_of_day: int) -> None:
+    history: list[tuple[int, int, int]], last: tuple[int, int, int], as_of_day: int
+) -> None:
     """Predicates are re-evaluated only when a feature they read can change: the
     declared table must cover every feature an event really changes."""
     from services.segmenter.domain.features import CHANGED_BY

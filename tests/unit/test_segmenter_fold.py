@@ -204,11 +204,14 @@ async def test_replay_in_one_batch_equals_event_by_event_and_any_batching(
 
 
 async def test_one_batch_reads_and_writes_state_in_bulk() -> None:
+    _, repo = await run([key_action(f"a{i}", at(0)) for i in range(50)])
+    repo.round_trips = 0
     same_day = [key_action(f"a{i % 50}", at(0, i / 100)) for i in range(500)]
-    _, repo = await run(same_day)
+    _, repo = await run(same_day, repo)
     assert repo.round_trips == 3  # clocks, accounts, one write
     # a batch crossing 30 stream days loads the rest of the tenant once, not daily
-    _, repo = await run(power_month("a") + power_month("b"))
+    repo.round_trips = 0
+    _, repo = await run(power_month("a0") + power_month("a1"), repo)
     assert repo.round_trips == 4
 
 
@@ -240,3 +243,19 @@ async def test_live_mode_never_rolls_days_over_from_events() -> None:
     moved = await tick(repo, PROGRAM, "t", at(4, 2))
     assert repo.clocks["t"].stream_day == day_of(at(4))
     assert all(t.cause_id is None for t in moved)
+
+
+async def test_a_growing_tenant_gets_spread_scores_without_waiting_for_midnight() -> None:
+    events = [subscribed(f"a{i:02d}", at(0, i / 10), mrr=1000 * (i + 1)) for i in range(20)]
+    _, repo = await run(events)
+    m_scores = {a: view_of(repo, a)["m_score"] for _, a in repo.accounts}
+    assert sorted(set(m_scores.values())) == [1, 2, 3, 4, 5]
+    assert m_scores["a19"] == 5 and m_scores["a00"] == 1
+
+
+def view_of(repo: FakeAccountRepository, account: str) -> dict[str, object]:
+    from services.segmenter.domain.fold import account_view, full_view
+
+    clock = repo.clocks["t"]
+    assert clock.stream_day is not None
+    return full_view(account_view(PROGRAM, clock, repo.state("t", account), clock.stream_day))

@@ -73,12 +73,13 @@ class PostgresAccountRepository:
         )
         rows = await self.conn.execute(
             text(
-                "SELECT tenant, watermark, stream_day, breakpoints FROM tenant_clocks"
+                "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts"
+                " FROM tenant_clocks"
                 " WHERE tenant = ANY(:t) ORDER BY tenant FOR UPDATE"
             ),
             {"t": wanted},
         )
-        return {t: _clock(t, w, d, b) for t, w, d, b in rows.all()}
+        return {row[0]: _clock(*row) for row in rows.all()}
 
     async def clocks_due(self, day: int, limit: int = 50) -> list[str]:
         rows = await self.conn.execute(
@@ -91,7 +92,8 @@ class PostgresAccountRepository:
         row = (
             await self.conn.execute(
                 text(
-                    "SELECT tenant, watermark, stream_day, breakpoints FROM tenant_clocks"
+                    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts"
+                    " FROM tenant_clocks"
                     " WHERE tenant = :t FOR UPDATE SKIP LOCKED"
                 ),
                 {"t": tenant},
@@ -103,7 +105,8 @@ class PostgresAccountRepository:
         row = (
             await self.conn.execute(
                 text(
-                    "SELECT tenant, watermark, stream_day, breakpoints FROM tenant_clocks"
+                    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts"
+                    " FROM tenant_clocks"
                     " WHERE tenant = :t"
                 ),
                 {"t": tenant},
@@ -146,6 +149,8 @@ class PostgresAccountRepository:
                 "w": c.watermark,
                 "d": c.stream_day,
                 "b": json.dumps(c.breakpoints.to_json()),
+                "n": c.accounts,
+                "sn": c.scored_accounts,
             }
             for c in clocks
         ]
@@ -153,7 +158,8 @@ class PostgresAccountRepository:
             await self.conn.execute(
                 text(
                     "UPDATE tenant_clocks SET watermark = :w, stream_day = :d,"
-                    " breakpoints = CAST(:b AS jsonb), updated_at = now() WHERE tenant = :t"
+                    " breakpoints = CAST(:b AS jsonb), accounts = :n, scored_accounts = :sn,"
+                    " updated_at = now() WHERE tenant = :t"
                 ),
                 clock_rows,
             )
@@ -215,11 +221,15 @@ class PostgresAccountRepository:
         return [(a, since) for a, since in rows.all()]
 
 
-def _clock(tenant: str, watermark: Any, day: Any, bps: Any) -> TenantClock:
+def _clock(
+    tenant: str, watermark: Any, day: Any, bps: Any, accounts: int = 0, scored: int = 0
+) -> TenantClock:
     raw = json.loads(bps) if isinstance(bps, str) else bps
     return TenantClock(
         tenant=tenant,
         watermark=watermark,
         stream_day=day,
         breakpoints=RfmBreakpoints.from_json(raw),
+        accounts=accounts,
+        scored_accounts=scored,
     )

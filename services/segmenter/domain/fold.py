@@ -29,7 +29,13 @@ from schemas import Event
 from services.segmenter.domain.days import day_of, day_start
 from services.segmenter.domain.features import CHANGED_BY, FEATURES, AccountState, FeatureView
 from services.segmenter.domain.program import SegmenterProgram
-from services.segmenter.domain.rfm import NO_BREAKPOINTS, RfmBreakpoints, cell, tenant_breakpoints
+from services.segmenter.domain.rfm import (
+    MIN_ACCOUNTS,
+    NO_BREAKPOINTS,
+    RfmBreakpoints,
+    cell,
+    tenant_breakpoints,
+)
 
 AccountKey = tuple[str, str]
 
@@ -42,6 +48,14 @@ class TenantClock:
     watermark: datetime | None = None
     stream_day: int | None = None
     breakpoints: RfmBreakpoints = NO_BREAKPOINTS
+    accounts: int = 0  # accounts the tenant has
+    scored_accounts: int = 0  # accounts when the breakpoints were drawn
+
+    def needs_rescore(self) -> bool:
+        """Breakpoints are redrawn at each day rollover, and in between whenever the
+        tenant has grown by a tenth since the last draw (from the 5th account on),
+        so that a new tenant's scores spread out within seconds, not at midnight."""
+        return self.accounts >= MIN_ACCOUNTS and self.accounts * 10 >= self.scored_accounts * 11
 
     def final_time(self, program: SegmenterProgram) -> datetime | None:
         return None if self.watermark is None else self.watermark - program.allowed_lateness
@@ -164,6 +178,36 @@ def rollover(
         for key in mine:
             out += evaluate(program, clock, key[1], accounts[key], day, at, None, None)
     clock.stream_day = to_day
+    clock.accounts = clock.scored_accounts = len(mine)
+    return out
+
+
+def rescore(
+    program: SegmenterProgram,
+    clock: TenantClock,
+    accounts: MutableMapping[AccountKey, AccountState],
+    at: datetime,
+) -> list[Transition]:
+    """Redraws the tenant's breakpoints now and re-evaluates every account (``accounts``
+    must hold all of them); transition ids derive from the tenant size at the draw."""
+    assert clock.stream_day is not None
+    day = clock.stream_day
+    mine = sorted(k for k in accounts if k[0] == clock.tenant)
+    clock.breakpoints = tenant_breakpoints([accounts[k].rfm_values(day, program.rfm) for k in mine])
+    clock.accounts = clock.scored_accounts = len(mine)
+    out: list[Transition] = []
+    for key in mine:
+        out += evaluate(
+            program,
+            clock,
+            key[1],
+            accounts[key],
+            day,
+            at,
+            f"{key[1]}/rescore/{len(mine)}",
+            None,
+            frozenset({"r_score", "f_score", "m_score", "rfm_cell"}),
+        )
     return out
 
 
