@@ -26,6 +26,7 @@ class DemoAccount:
     seats: int
     used: int
     price_per_seat: int  # cents a month
+    onboarded: bool = False
 
 
 def _event(etype: str, account: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def step(a: DemoAccount, rng: random.Random) -> list[dict[str, Any]]:
                 {
                     "user_id": user,
                     "feature": rng.choice(FEATURES),
-                    "key_action": rng.random() < 0.3,
+                    "key_action": rng.random() < 0.6,
                 },
             )
         )
@@ -92,6 +93,41 @@ def step(a: DemoAccount, rng: random.Random) -> list[dict[str, Any]]:
     if rng.random() < 0.02:
         a.seats += max(5, a.seats // 4)  # they bought more seats
         out.append(subscription(a))
+    if not a.onboarded and rng.random() < 0.15:
+        a.onboarded = True
+        out.append(_event("product.onboarding_completed", a.account, {"user_id": user}))
+    if rng.random() < 0.03:
+        out.append(
+            _event(
+                "billing.invoice_paid",
+                a.account,
+                {
+                    "invoice_id": f"inv-{uuid.uuid4().hex[:8]}",
+                    "amount": {"amount": a.seats * a.price_per_seat, "currency": "USD"},
+                },
+            )
+        )
+    if rng.random() < 0.02:
+        out.append(
+            _event(
+                "support.ticket_opened",
+                a.account,
+                {
+                    "ticket_id": f"t-{uuid.uuid4().hex[:6]}",
+                    "priority": rng.choice(["low", "normal", "high"]),
+                },
+            )
+        )
+    if rng.random() < 0.02:
+        out.append(
+            _event(
+                "support.nps_submitted",
+                a.account,
+                {"user_id": user, "score": rng.choice([3, 6, 8, 9, 10])},
+            )
+        )
+    if rng.random() < 0.003:
+        out.append(_event("billing.cancellation_requested", a.account, {"reason": "price"}))
     return out
 
 

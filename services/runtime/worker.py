@@ -202,6 +202,15 @@ async def keep_first_seen(
     return fresh
 
 
+class HandlerBroken(Exception):
+    """Every event of a batch made the handler fail: the batch is retried (after a
+    rewind and a backoff) instead of being dead-lettered wholesale."""
+
+
+class _RollBack(Exception):
+    pass
+
+
 class _SplitBatch(Exception):
     """Raised inside the transaction to roll it back and retry record by record."""
 
@@ -373,11 +382,34 @@ class ConsumerWorker:
         try:
             await self._apply(records, isolate=False)
         except _SplitBatch:
+            if len(records) > 1 and all([await self._handler_fails(r) for r in records]):
+                # every event of the batch breaks the handler: a bug or an outage,
+                # not poison. Dead-lettering the whole stream would be the worst answer.
+                raise HandlerBroken(f"all {len(records)} events of the batch fail") from None
             for record in records:
                 try:
                     await self._apply([record], isolate=True)
                 except _HandlerPoison as poison:
                     await self._dead_letter_alone(poison.record, poison.reason)
+
+    async def _handler_fails(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Runs the handler on one record in a transaction that is always rolled back."""
+        try:
+            event = decode(record.value, record.headers or ())
+        except DecodeError:
+            return False  # undecodable is poison of its own kind, not a handler failure
+        topic = self.names.logical(record.topic)
+        item = Inbound(event, topic, record.partition, record.offset, record)
+        try:
+            async with self.engine.begin() as conn:
+                await self.handlers[topic](UnitOfWork(conn, self.names, self.service), [item])
+                raise _RollBack
+        except _RollBack:
+            return False
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return True
 
     async def _dead_letter_alone(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         topic = self.names.logical(record.topic)

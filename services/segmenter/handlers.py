@@ -103,9 +103,9 @@ async def process(
         result.transitions.extend(fold.apply_event(program, clock, state, event))
         if is_new:
             clock.accounts += 1
-            if clock.needs_rescore():
-                await load_all(clock)
-                result.transitions.extend(fold.rescore(program, clock, states, event.time))
+        if clock.needs_rescore():
+            await load_all(clock)
+            result.transitions.extend(fold.rescore(program, clock, states, event.time, event.id))
     await repo.save(clocks.values(), states)
     return result
 

@@ -253,3 +253,47 @@ async def test_lost_database_connections_are_retried_without_loss_or_doubling(
     finally:
         await admin.dispose()
         await rt.stop()
+
+
+async def always_broken(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+    raise RuntimeError("a bug: every event fails")
+
+
+async def test_a_handler_that_fails_on_everything_dead_letters_nothing(
+    settings: Settings, fixture_migrations: Path
+) -> None:
+    topic = f"{settings.topic_prefix}events.product"
+    await produce(settings.kafka_bootstrap, topic, [login(i) for i in range(7)])
+    broken = ServiceSpec(
+        name="echo", migrations=fixture_migrations, handlers={"events.product": always_broken}
+    )
+    rt = ServiceRuntime(broken, settings)
+    await rt.start()
+    try:
+        for _ in range(100):
+            if rt.metrics.batch_retries._value.get() or rt.worker.batches:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(4)  # several failed attempts
+        assert rt.worker.alive
+        async with rt.engine.connect() as conn:
+            stored = (
+                await conn.execute(
+                    text(
+                        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+                        " WHERE topic = :t"
+                    ),
+                    {"t": topic},
+                )
+            ).scalar_one()
+            queued = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+        assert stored == 0 and queued == 0
+    finally:
+        await rt.stop()
+    assert await read_all(settings.kafka_bootstrap, f"{topic}.dlq", timeout_s=2) == []
+    # the fix is deployed: everything is applied, nothing was lost
+    fixed = await run_until_effects(settings, fixture_migrations, 7)
+    try:
+        assert len(await effects(fixed)) == 7
+    finally:
+        await fixed.stop()

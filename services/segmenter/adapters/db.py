@@ -73,7 +73,8 @@ class PostgresAccountRepository:
         )
         rows = await self.conn.execute(
             text(
-                "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts"
+                "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
+                " moved_accounts"
                 " FROM tenant_clocks"
                 " WHERE tenant = ANY(:t) ORDER BY tenant FOR UPDATE"
             ),
@@ -92,7 +93,8 @@ class PostgresAccountRepository:
         row = (
             await self.conn.execute(
                 text(
-                    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts"
+                    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
+                    " moved_accounts"
                     " FROM tenant_clocks"
                     " WHERE tenant = :t FOR UPDATE SKIP LOCKED"
                 ),
@@ -105,7 +107,8 @@ class PostgresAccountRepository:
         row = (
             await self.conn.execute(
                 text(
-                    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts"
+                    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
+                    " moved_accounts"
                     " FROM tenant_clocks"
                     " WHERE tenant = :t"
                 ),
@@ -151,6 +154,7 @@ class PostgresAccountRepository:
                 "b": json.dumps(c.breakpoints.to_json()),
                 "n": c.accounts,
                 "sn": c.scored_accounts,
+                "mv": c.moved_accounts,
             }
             for c in clocks
         ]
@@ -159,6 +163,7 @@ class PostgresAccountRepository:
                 text(
                     "UPDATE tenant_clocks SET watermark = :w, stream_day = :d,"
                     " breakpoints = CAST(:b AS jsonb), accounts = :n, scored_accounts = :sn,"
+                    " moved_accounts = :mv,"
                     " updated_at = now() WHERE tenant = :t"
                 ),
                 clock_rows,
@@ -222,7 +227,13 @@ class PostgresAccountRepository:
 
 
 def _clock(
-    tenant: str, watermark: Any, day: Any, bps: Any, accounts: int = 0, scored: int = 0
+    tenant: str,
+    watermark: Any,
+    day: Any,
+    bps: Any,
+    accounts: int = 0,
+    scored: int = 0,
+    moved: int = 0,
 ) -> TenantClock:
     raw = json.loads(bps) if isinstance(bps, str) else bps
     return TenantClock(
@@ -232,4 +243,5 @@ def _clock(
         breakpoints=RfmBreakpoints.from_json(raw),
         accounts=accounts,
         scored_accounts=scored,
+        moved_accounts=moved,
     )

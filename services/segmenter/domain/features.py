@@ -107,6 +107,7 @@ class AccountState:
     last_user_id: str | None = None
     segments: dict[str, datetime] = field(default_factory=dict)  # name -> member since
     evaluated_day: int | None = None
+    rfm_moved: bool = False  # RFM values changed since the tenant's last breakpoint draw
 
     # ------------------------------------------------------------ reducer
 

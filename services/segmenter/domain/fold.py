@@ -50,12 +50,19 @@ class TenantClock:
     breakpoints: RfmBreakpoints = NO_BREAKPOINTS
     accounts: int = 0  # accounts the tenant has
     scored_accounts: int = 0  # accounts when the breakpoints were drawn
+    moved_accounts: int = 0  # accounts whose RFM values changed since then
 
     def needs_rescore(self) -> bool:
-        """Breakpoints are redrawn at each day rollover, and in between whenever the
-        tenant has grown by a tenth since the last draw (from the 5th account on),
-        so that a new tenant's scores spread out within seconds, not at midnight."""
-        return self.accounts >= MIN_ACCOUNTS and self.accounts * 10 >= self.scored_accounts * 11
+        """Breakpoints are redrawn at each day rollover, and in between as soon as the
+        distribution has moved: the tenant grew by a tenth, or a tenth of its accounts
+        changed their RFM values, since the last draw (from the 5th account on). Both
+        counts follow the event sequence, so redraws are deterministic in it."""
+        if self.accounts < MIN_ACCOUNTS:
+            return False
+        return (
+            self.accounts * 10 >= self.scored_accounts * 11
+            or self.moved_accounts * 10 >= self.accounts
+        )
 
     def final_time(self, program: SegmenterProgram) -> datetime | None:
         return None if self.watermark is None else self.watermark - program.allowed_lateness
@@ -129,8 +136,13 @@ def apply_event(
     """Folds an admitted event into its account and re-evaluates the predicates the
     event can affect (all of them if the account was last evaluated on another day)."""
     assert clock.stream_day is not None
-    state.apply(event, program.rfm)
     changed = None if state.evaluated_day != clock.stream_day else changed_by(program, event)
+    watch_rfm = not state.rfm_moved and (changed is None or not changed.isdisjoint(RFM_FEATURES))
+    before = state.rfm_values(clock.stream_day, program.rfm) if watch_rfm else None
+    state.apply(event, program.rfm)
+    if before is not None and state.rfm_values(clock.stream_day, program.rfm) != before:
+        state.rfm_moved = True
+        clock.moved_accounts += 1
     return evaluate(
         program,
         clock,
@@ -178,8 +190,17 @@ def rollover(
         for key in mine:
             out += evaluate(program, clock, key[1], accounts[key], day, at, None, None)
     clock.stream_day = to_day
-    clock.accounts = clock.scored_accounts = len(mine)
+    _drawn(clock, accounts, mine)
     return out
+
+
+def _drawn(
+    clock: TenantClock, accounts: Mapping[AccountKey, AccountState], mine: list[AccountKey]
+) -> None:
+    clock.accounts = clock.scored_accounts = len(mine)
+    clock.moved_accounts = 0
+    for key in mine:
+        accounts[key].rfm_moved = False
 
 
 def rescore(
@@ -187,14 +208,15 @@ def rescore(
     clock: TenantClock,
     accounts: MutableMapping[AccountKey, AccountState],
     at: datetime,
+    cause_id: str,
 ) -> list[Transition]:
-    """Redraws the tenant's breakpoints now and re-evaluates every account (``accounts``
-    must hold all of them); transition ids derive from the tenant size at the draw."""
+    """Redraws the tenant's breakpoints now and re-evaluates every account's RFM
+    predicates (``accounts`` must hold all of them); ids derive from the cause."""
     assert clock.stream_day is not None
     day = clock.stream_day
     mine = sorted(k for k in accounts if k[0] == clock.tenant)
     clock.breakpoints = tenant_breakpoints([accounts[k].rfm_values(day, program.rfm) for k in mine])
-    clock.accounts = clock.scored_accounts = len(mine)
+    _drawn(clock, accounts, mine)
     out: list[Transition] = []
     for key in mine:
         out += evaluate(
@@ -204,9 +226,9 @@ def rescore(
             accounts[key],
             day,
             at,
-            f"{key[1]}/rescore/{len(mine)}",
+            f"{cause_id}/rescore/{key[1]}",
             None,
-            frozenset({"r_score", "f_score", "m_score", "rfm_cell"}),
+            frozenset(RFM_FEATURES),
         )
     return out
 
