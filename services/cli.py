@@ -132,8 +132,24 @@ def segments_backfill(path: Path, tenant: str, publish: bool) -> int:
     return 0
 
 
+def check_program() -> str | None:
+    """The program's problems as one message, or None when it is valid."""
+    from services.segmenter.app import load
+    from services.segmenter.config import SegmenterSettings
+
+    try:
+        load(SegmenterSettings())
+    except ValueError as exc:  # ProgramError, unreadable file, bad YAML
+        return str(exc)
+    return None
+
+
 def serve_one(service: str, host: str, port: int) -> int:
     import uvicorn
+
+    if service == "segmenter" and (problem := check_program()) is not None:
+        print(problem, file=sys.stderr)
+        return 2
 
     uvicorn.run(
         APPS[service], factory=True, host=host, port=port, log_level="warning", lifespan="on"
@@ -186,6 +202,9 @@ class Up:
 
     def _run(self) -> int:
         a = self.args
+        if (problem := check_program()) is not None:
+            print(problem, file=sys.stderr)
+            return 2
         data_dir: Path = a.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         env: dict[str, str] = {}

@@ -14,6 +14,7 @@ False for an account that never logged in. Use ``coalesce(x, default)`` or
 from __future__ import annotations
 
 import ast
+import difflib
 import operator
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -91,10 +92,9 @@ def _compile(node: ast.expr, names: Mapping[str, str]) -> Compiled:
     if isinstance(node, ast.Name):
         name = node.id
         if name not in names:
-            near = sorted(n for n in names if n[:4] == name[:4]) or sorted(names)[:8]
-            raise ExpressionError(
-                f"unknown feature {name!r} (did you mean one of: {', '.join(near)}?)"
-            )
+            near = difflib.get_close_matches(name, list(names), n=4, cutoff=0.6)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ExpressionError(f"unknown feature {name!r}{hint}")
         return lambda env: env[name]
     if isinstance(node, (ast.Tuple, ast.List)):
         items = [_compile(e, names) for e in node.elts]
