@@ -71,6 +71,10 @@ async def process(
     clocks = await repo.load_clocks(tenants)
     states = await repo.load_accounts((i.event.tenant, i.event.subject) for i in batch)
     complete: set[str] = set()
+    # what to write back: the batch's accounts, plus any other account whose
+    # document a rollover or a redraw changed (not the whole tenant every time)
+    dirty: set[AccountKey] = set(states)
+    rolled: set[str] = set()
 
     async def load_all(clock: TenantClock) -> None:
         if clock.tenant not in complete:
@@ -79,6 +83,7 @@ async def process(
 
     async def roll(clock: TenantClock, to_day: int) -> None:
         await load_all(clock)
+        rolled.add(clock.tenant)  # every account was re-evaluated as of a new day
         result.transitions.extend(fold.rollover(program, clock, states, to_day))
 
     for item in batch:
@@ -99,14 +104,19 @@ async def process(
             continue
         key = (event.tenant, event.subject)
         is_new = key not in states  # every existing account of the batch was loaded
+        dirty.add(key)
         state = states.setdefault(key, AccountState())
         result.transitions.extend(fold.apply_event(program, clock, state, event))
         if is_new:
             clock.accounts += 1
-        if clock.needs_rescore():
+        if clock.needs_rescore(event.time, program.rfm_redraw_every):
             await load_all(clock)
-            result.transitions.extend(fold.rescore(program, clock, states, event.time, event.id))
-    await repo.save(clocks.values(), states)
+            dirty.update(k for k, s in states.items() if k[0] == clock.tenant and s.rfm_moved)
+            redrawn = fold.rescore(program, clock, states, event.time, event.id)
+            dirty.update((t.tenant, t.account) for t in redrawn)
+            result.transitions.extend(redrawn)
+    dirty.update(k for k in states if k[0] in rolled)
+    await repo.save(clocks.values(), {k: states[k] for k in dirty})
     return result
 
 

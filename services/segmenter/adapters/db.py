@@ -74,7 +74,7 @@ class PostgresAccountRepository:
         rows = await self.conn.execute(
             text(
                 "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
-                " moved_accounts"
+                " moved_accounts, rescored_at"
                 " FROM tenant_clocks"
                 " WHERE tenant = ANY(:t) ORDER BY tenant FOR UPDATE"
             ),
@@ -94,7 +94,7 @@ class PostgresAccountRepository:
             await self.conn.execute(
                 text(
                     "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
-                    " moved_accounts"
+                    " moved_accounts, rescored_at"
                     " FROM tenant_clocks"
                     " WHERE tenant = :t FOR UPDATE SKIP LOCKED"
                 ),
@@ -108,7 +108,7 @@ class PostgresAccountRepository:
             await self.conn.execute(
                 text(
                     "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
-                    " moved_accounts"
+                    " moved_accounts, rescored_at"
                     " FROM tenant_clocks"
                     " WHERE tenant = :t"
                 ),
@@ -155,6 +155,7 @@ class PostgresAccountRepository:
                 "n": c.accounts,
                 "sn": c.scored_accounts,
                 "mv": c.moved_accounts,
+                "ra": c.rescored_at,
             }
             for c in clocks
         ]
@@ -163,7 +164,7 @@ class PostgresAccountRepository:
                 text(
                     "UPDATE tenant_clocks SET watermark = :w, stream_day = :d,"
                     " breakpoints = CAST(:b AS jsonb), accounts = :n, scored_accounts = :sn,"
-                    " moved_accounts = :mv,"
+                    " moved_accounts = :mv, rescored_at = :ra,"
                     " updated_at = now() WHERE tenant = :t"
                 ),
                 clock_rows,
@@ -234,6 +235,7 @@ def _clock(
     accounts: int = 0,
     scored: int = 0,
     moved: int = 0,
+    rescored_at: Any = None,
 ) -> TenantClock:
     raw = json.loads(bps) if isinstance(bps, str) else bps
     return TenantClock(
@@ -244,4 +246,5 @@ def _clock(
         accounts=accounts,
         scored_accounts=scored,
         moved_accounts=moved,
+        rescored_at=rescored_at,
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -52,12 +52,19 @@ class TenantClock:
     scored_accounts: int = 0  # accounts when the breakpoints were drawn
     moved_accounts: int = 0  # accounts whose RFM values changed since then
 
-    def needs_rescore(self) -> bool:
-        """Breakpoints are redrawn at each day rollover, and in between as soon as the
-        distribution has moved: the tenant grew by a tenth, or a tenth of its accounts
-        changed their RFM values, since the last draw (from the 5th account on). Both
-        counts follow the event sequence, so redraws are deterministic in it."""
+    rescored_at: datetime | None = None  # event time of the last in-day redraw
+
+    def needs_rescore(self, at: datetime, every: timedelta) -> bool:
+        """Breakpoints are redrawn at each day rollover, whenever the tenant has
+        doubled since the last draw (from the 5th account on: a new tenant's scores
+        spread out within seconds), and — at most once per ``every`` of stream time —
+        when it grew by a tenth or a tenth of its accounts changed their RFM values.
+        All of it follows the event sequence, so redraws are deterministic in it."""
         if self.accounts < MIN_ACCOUNTS:
+            return False
+        if self.accounts >= 2 * self.scored_accounts:
+            return True
+        if self.rescored_at is not None and at < self.rescored_at + every:
             return False
         return (
             self.accounts * 10 >= self.scored_accounts * 11
@@ -217,6 +224,7 @@ def rescore(
     mine = sorted(k for k in accounts if k[0] == clock.tenant)
     clock.breakpoints = tenant_breakpoints([accounts[k].rfm_values(day, program.rfm) for k in mine])
     _drawn(clock, accounts, mine)
+    clock.rescored_at = at
     out: list[Transition] = []
     for key in mine:
         out += evaluate(

@@ -85,6 +85,7 @@ class RfmSection(_Strict):
     frequency_window_days: int = Field(default=90, ge=1, le=3650)
     monetary: Literal["mrr", "arr", "paid_total"] = "mrr"
     monetary_window_days: int = Field(default=365, ge=1, le=3650)
+    redraw_every: str = "15m"
 
 
 class SegmentSection(_Strict):
@@ -116,6 +117,7 @@ class SegmenterProgram:
     allowed_lateness: timedelta
     rfm: RfmConfig
     segments: tuple[Segment, ...]
+    rfm_redraw_every: timedelta = timedelta(minutes=15)
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -135,6 +137,11 @@ def load_program(raw: Any) -> SegmenterProgram:
     except ValueError as exc:
         problems.append(f"stream, field 'allowed_lateness': {exc}")
         lateness = timedelta(0)
+    try:
+        redraw_every = parse_duration(sections.rfm.redraw_every)
+    except ValueError as exc:
+        problems.append(f"rfm, field 'redraw_every': {exc}")
+        redraw_every = timedelta(minutes=15)
     selectors = {}
     for field_name in ("recency_events", "frequency_events"):
         parsed = []
@@ -174,6 +181,7 @@ def load_program(raw: Any) -> SegmenterProgram:
             monetary_window_days=sections.rfm.monetary_window_days,
         ),
         segments=tuple(segments),
+        rfm_redraw_every=redraw_every,
     )
 
 
