@@ -156,3 +156,39 @@ async def test_one_batch_equals_event_by_event_on_the_real_stack(
     single = await run_history(await make_settings(), events, max_records=1)
     assert whole[0] == single[0]
     assert whole[1] == single[1] and len(whole[1]) > 10
+
+
+async def test_live_mode_rolls_days_over_by_the_wall_clock(settings: Settings) -> None:
+    """The live stream clock on Postgres: no event for 31 days, one tick later the
+    silent account is at risk (the tick is called with a wall clock 31 days on)."""
+    from datetime import UTC, datetime, timedelta
+
+    local = SegmenterSettings(**{**settings.model_dump(), "segmenter_clock": "live",
+                                 "segmenter_tick_s": 3600})
+    now = datetime.now(UTC)
+    events: list[Event] = [subscribed("acct", now - timedelta(minutes=30), tenant="acme")]
+    events += [key_action("acct", now - timedelta(minutes=20 - i), tenant="acme")
+               for i in range(10)]
+    await feed(local, events)
+    app = create_app(local)
+    async with running(app):
+        rt = runtime_of(app)
+        await until_consumed(rt, len(events))
+        for _ in range(100):
+            if rt.worker.caught_up_all():
+                break
+            await asyncio.sleep(0.1)
+        published = await app.state.stream_clock.tick(now + timedelta(days=31))
+        assert published > 0
+        async with rt.engine.connect() as conn:
+            segments, day = (await conn.execute(text(
+                "SELECT a.segments, c.stream_day FROM accounts a JOIN tenant_clocks c"
+                " USING (tenant) WHERE a.account = 'acct'"))).one()
+        assert "at_risk" in segments
+        assert day == (now + timedelta(days=31) - timedelta(hours=1)).date().toordinal()
+        # a second tick on the same day changes nothing
+        assert await app.state.stream_clock.tick(now + timedelta(days=31)) == 0
+    changes = decoded(await read_all(local.kafka_bootstrap,
+                                     f"{local.topic_prefix}segments.changes", at_least=1))
+    at_risk = [c for c in changes if c.data.segment == "at_risk"]
+    assert [c.type for c in at_risk] == ["segment.entered"]
