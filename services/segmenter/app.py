@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -72,12 +72,16 @@ class StreamClock:
                 log.exception("segmenter: stream clock tick failed; next tick retries")
 
     async def tick(self, now: datetime) -> int:
+        """Rolls over the tenants whose stream day ended, moving time only as far as
+        every partition of the input topics has been read to its end (by whichever
+        instance owns it): a backlog is applied before time-driven transitions."""
         rt = self.runtime
-        published = 0
-        if not rt.worker.caught_up_all():
-            # rolling a day over before the backlog is in would evaluate accounts
-            # without events that already happened: wait until caught up
+        await rt.worker.record_progress(now)
+        safe = await rt.worker.caught_up_everywhere(TOPICS)
+        if safe is None:
             return 0
+        now = min(now, safe) if safe < now - timedelta(seconds=self.interval_s * 3) else now
+        published = 0
         async with rt.engine.connect() as conn:
             due = await PostgresAccountRepository(conn).clocks_due(
                 day_of(now - self.program.allowed_lateness)

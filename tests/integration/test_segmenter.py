@@ -163,12 +163,14 @@ async def test_live_mode_rolls_days_over_by_the_wall_clock(settings: Settings) -
     silent account is at risk (the tick is called with a wall clock 31 days on)."""
     from datetime import UTC, datetime, timedelta
 
-    local = SegmenterSettings(**{**settings.model_dump(), "segmenter_clock": "live",
-                                 "segmenter_tick_s": 3600})
+    local = SegmenterSettings(
+        **{**settings.model_dump(), "segmenter_clock": "live", "segmenter_tick_s": 3600}
+    )
     now = datetime.now(UTC)
     events: list[Event] = [subscribed("acct", now - timedelta(minutes=30), tenant="acme")]
-    events += [key_action("acct", now - timedelta(minutes=20 - i), tenant="acme")
-               for i in range(10)]
+    events += [
+        key_action("acct", now - timedelta(minutes=20 - i), tenant="acme") for i in range(10)
+    ]
     await feed(local, events)
     app = create_app(local)
     async with running(app):
@@ -178,17 +180,37 @@ async def test_live_mode_rolls_days_over_by_the_wall_clock(settings: Settings) -
             if rt.worker.caught_up_all():
                 break
             await asyncio.sleep(0.1)
-        published = await app.state.stream_clock.tick(now + timedelta(days=31))
+        later = now + timedelta(days=31)
+        # another instance owns a partition that has not caught up since "now":
+        # time may not move past what it has read
+        async with rt.engine.begin() as conn:
+            await conn.execute(
+                text("INSERT INTO partition_progress VALUES (:t, 99, :at)"),
+                {"t": f"{local.topic_prefix}events.product", "at": now},
+            )
+        assert await app.state.stream_clock.tick(later) == 0
+        async with rt.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE partition_progress SET caught_up_at = :at WHERE partition = 99"),
+                {"at": later},
+            )
+        published = await app.state.stream_clock.tick(later)
         assert published > 0
         async with rt.engine.connect() as conn:
-            segments, day = (await conn.execute(text(
-                "SELECT a.segments, c.stream_day FROM accounts a JOIN tenant_clocks c"
-                " USING (tenant) WHERE a.account = 'acct'"))).one()
+            segments, day = (
+                await conn.execute(
+                    text(
+                        "SELECT a.segments, c.stream_day FROM accounts a JOIN tenant_clocks c"
+                        " USING (tenant) WHERE a.account = 'acct'"
+                    )
+                )
+            ).one()
         assert "at_risk" in segments
         assert day == (now + timedelta(days=31) - timedelta(hours=1)).date().toordinal()
         # a second tick on the same day changes nothing
         assert await app.state.stream_clock.tick(now + timedelta(days=31)) == 0
-    changes = decoded(await read_all(local.kafka_bootstrap,
-                                     f"{local.topic_prefix}segments.changes", at_least=1))
+    changes = decoded(
+        await read_all(local.kafka_bootstrap, f"{local.topic_prefix}segments.changes", at_least=1)
+    )
     at_risk = [c for c in changes if c.data.segment == "at_risk"]
     assert [c.type for c in at_risk] == ["segment.entered"]
