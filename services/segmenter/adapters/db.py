@@ -55,6 +55,12 @@ def load_state(raw: Any) -> AccountState:
     return AccountState(**doc)
 
 
+_CLOCKS = (
+    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
+    " moved_accounts, rescored_at FROM tenant_clocks"
+)
+
+
 class PostgresAccountRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -72,12 +78,7 @@ class PostgresAccountRepository:
             {"t": wanted},
         )
         rows = await self.conn.execute(
-            text(
-                "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
-                " moved_accounts, rescored_at"
-                " FROM tenant_clocks"
-                " WHERE tenant = ANY(:t) ORDER BY tenant FOR UPDATE"
-            ),
+            text(_CLOCKS + " WHERE tenant = ANY(:t) ORDER BY tenant FOR UPDATE"),
             {"t": wanted},
         )
         return {row[0]: _clock(*row) for row in rows.all()}
@@ -90,30 +91,14 @@ class PostgresAccountRepository:
         return [r[0] for r in rows.all()]
 
     async def lock_clock_if_free(self, tenant: str) -> TenantClock | None:
-        row = (
-            await self.conn.execute(
-                text(
-                    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
-                    " moved_accounts, rescored_at"
-                    " FROM tenant_clocks"
-                    " WHERE tenant = :t FOR UPDATE SKIP LOCKED"
-                ),
-                {"t": tenant},
-            )
-        ).first()
-        return None if row is None else _clock(*row)
+        return await self._one_clock(tenant, " FOR UPDATE SKIP LOCKED")
 
     async def get_clock(self, tenant: str) -> TenantClock | None:
+        return await self._one_clock(tenant, "")
+
+    async def _one_clock(self, tenant: str, locking: str) -> TenantClock | None:
         row = (
-            await self.conn.execute(
-                text(
-                    "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
-                    " moved_accounts, rescored_at"
-                    " FROM tenant_clocks"
-                    " WHERE tenant = :t"
-                ),
-                {"t": tenant},
-            )
+            await self.conn.execute(text(_CLOCKS + " WHERE tenant = :t" + locking), {"t": tenant})
         ).first()
         return None if row is None else _clock(*row)
 
