@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=2_000, ge=1)
     consumer_poll_ms: int = Field(default=200, ge=1)
     batch_linger_ms: int = Field(default=50, ge=0)
+    dedupe_retention_days: int = Field(default=30, ge=1)
     demo_api_key: SecretStr | None = None
 
     def async_database_url(self) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime.config import Settings
 from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
+from services.runtime.housekeeping import Housekeeper
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.relay import OutboxRelay
 from services.runtime.tenants import TenantKeys, fold_tenant_keys
@@ -79,6 +80,7 @@ class ServiceRuntime:
             poll_ms=settings.consumer_poll_ms,
             linger_ms=settings.batch_linger_ms,
         )
+        self.housekeeper = Housekeeper(spec.name, self.engine, settings.dedupe_retention_days)
         self.started = False
 
     async def start(self) -> None:
@@ -96,11 +98,13 @@ class ServiceRuntime:
             f"{self.spec.name}: broker",
         )
         await self.check_incarnation()
+        self.housekeeper.start()
         await self.relay.start()
         await self.worker.start()
         self.started = True
 
     async def stop(self) -> None:
+        await self.housekeeper.stop()
         await self.worker.stop()
         await self.relay.stop()
         await self.engine.dispose()

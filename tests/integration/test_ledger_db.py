@@ -48,3 +48,28 @@ async def test_unbalanced_and_changed_entries_are_refused(settings: Settings) ->
         assert total == 0
     finally:
         await engine.dispose()
+
+
+async def test_dedupe_entries_expire_after_the_retention(settings: Settings) -> None:
+    from services.runtime.housekeeping import purge_processed_events
+
+    engine = create_engine(settings.async_database_url(), "ledger")
+    try:
+        await migrate(engine, "ledger", {"runtime": RUNTIME_MIGRATIONS})
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO processed_events (tenant, event_id, processed_at)"
+                    " SELECT 't', 'old-' || i, now() - interval '40 days'"
+                    " FROM generate_series(1, 25) i"
+                )
+            )
+            await conn.execute(
+                text("INSERT INTO processed_events (tenant, event_id) VALUES ('t', 'fresh')")
+            )
+        assert await purge_processed_events(engine, 30, chunk=10) == 25
+        async with engine.connect() as conn:
+            left = (await conn.execute(text("SELECT event_id FROM processed_events"))).all()
+        assert [r[0] for r in left] == ["fresh"]
+    finally:
+        await engine.dispose()
