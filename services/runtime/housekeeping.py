@@ -30,7 +30,8 @@ async def purge_processed_events(
             deleted = (
                 await conn.execute(
                     text(
-                        "DELETE FROM processed_events WHERE ctid IN (SELECT ctid FROM processed_events"
+                        "DELETE FROM processed_events WHERE ctid IN"
+                        " (SELECT ctid FROM processed_events"
                         " WHERE processed_at < now() - make_interval(days => :d) LIMIT :n)"
                     ),
                     {"d": retention_days, "n": chunk},
