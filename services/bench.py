@@ -178,7 +178,7 @@ async def raw_rate(bootstrap: str, topics: list[str], expected: int) -> float:
 
 async def run_bench(bootstrap: str, database_url: str, events: int, accounts: int) -> BenchResult:
     from services.runtime.service import ServiceRuntime
-    from services.segmenter.app import load, spec, wall_clock
+    from services.segmenter.app import TOPICS, load, spec, wall_clock
     from services.segmenter.config import SegmenterSettings
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -203,17 +203,7 @@ async def run_bench(bootstrap: str, database_url: str, events: int, accounts: in
     try:
         first: tuple[float, int] | None = None
         while True:
-            async with rt.engine.connect() as conn:
-                done = int(
-                    (
-                        await conn.execute(
-                            text(
-                                "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
-                                " WHERE topic LIKE '%events.%'"
-                            )
-                        )
-                    ).scalar_one()
-                )
+            done = await rt.worker.consumed(TOPICS)
             now = time.perf_counter()
             if first is None and done > 0:
                 first = (now, done)

@@ -39,12 +39,6 @@ async def _create_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-def database_url(pg: EmbeddedPostgres, name: str) -> str:
-    base, _, query = pg.admin_url.partition("?")
-    root = base.rsplit("/", 1)[0].split("://", 1)[1]
-    return f"postgresql+asyncpg://{root}/{name}?{query}"
-
-
 SettingsFactory = Callable[[], Awaitable[Settings]]
 
 
@@ -58,7 +52,7 @@ def make_settings(broker: EmbeddedBroker, postgres: EmbeddedPostgres) -> Setting
         await _create_database(postgres.admin_url, db)
         return Settings(
             kafka_bootstrap=broker.bootstrap,
-            database_url=database_url(postgres, db),  # type: ignore[arg-type]
+            database_url=postgres.url_for(db),  # type: ignore[arg-type]
             topic_prefix=f"t{tag}.",
             session_timeout_ms=6_000,
             consumer_poll_ms=100,

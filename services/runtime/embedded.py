@@ -123,9 +123,13 @@ class EmbeddedPostgres:
         uri: str = self._server.get_uri()
         self.admin_url = uri
         asyncio.run(_ensure_database(uri, self.database))
-        base, _, query = uri.partition("?")
-        root = base.rsplit("/", 1)[0]
-        return f"postgresql+asyncpg://{root.split('://', 1)[1]}/{self.database}?{query}"
+        return self.url_for(self.database)
+
+    def url_for(self, database: str) -> str:
+        """The async URL of ``database`` on this server (its unix socket)."""
+        base, _, query = self.admin_url.partition("?")
+        root = base.rsplit("/", 1)[0].split("://", 1)[1]
+        return f"postgresql+asyncpg://{root}/{database}?{query}"
 
     def stop(self) -> None:
         server = self._server

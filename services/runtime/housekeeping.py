@@ -10,12 +10,12 @@ raise the retention first).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.runtime.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +42,14 @@ async def purge_processed_events(
             return total
 
 
-class Housekeeper:
-    def __init__(
-        self, service: str, engine: AsyncEngine, retention_days: int, interval_s: float = 3600
-    ) -> None:
-        self.service = service
-        self.engine = engine
-        self.retention_days = retention_days
-        self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+def housekeeper(
+    service: str, engine: AsyncEngine, retention_days: int, interval_s: float = 3600
+) -> Periodic:
+    """The hourly purge as a background job of the service."""
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self.service}-housekeeping")
+    async def purge() -> None:
+        n = await purge_processed_events(engine, retention_days)
+        if n:
+            log.info("%s: purged %d dedupe entries older than %d days", service, n, retention_days)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                n = await purge_processed_events(self.engine, self.retention_days)
-                if n:
-                    log.info(
-                        "%s: purged %d dedupe entries older than %d days",
-                        self.service,
-                        n,
-                        self.retention_days,
-                    )
-            except Exception as exc:
-                log.warning("%s: housekeeping failed (%r); next round retries", self.service, exc)
+    return Periodic(f"{service}-housekeeping", interval_s, purge)

@@ -148,7 +148,10 @@ class OutboxRelay:
             await conn.execute(
                 text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": [r[0] for r in rows]}
             )
-            backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+            # a partial batch emptied the outbox: count only when there may be more
+            backlog = 0
+            if len(rows) == self.batch_size:
+                backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
         self.metrics.outbox_backlog.set(backlog)
         for row in rows:
             self.metrics.published(row[1]).inc()

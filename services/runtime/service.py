@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime.config import Settings
 from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
-from services.runtime.housekeeping import Housekeeper
+from services.runtime.housekeeping import housekeeper
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.relay import OutboxRelay
 from services.runtime.tenants import TenantKeys, fold_tenant_keys
@@ -80,7 +80,7 @@ class ServiceRuntime:
             poll_ms=settings.consumer_poll_ms,
             linger_ms=settings.batch_linger_ms,
         )
-        self.housekeeper = Housekeeper(spec.name, self.engine, settings.dedupe_retention_days)
+        self.housekeeper = housekeeper(spec.name, self.engine, settings.dedupe_retention_days)
         self.started = False
 
     async def start(self) -> None:
@@ -98,7 +98,7 @@ class ServiceRuntime:
             f"{self.spec.name}: broker",
         )
         await self.check_incarnation()
-        self.housekeeper.start()
+        await self.housekeeper.start()
         await self.relay.start()
         await self.worker.start()
         self.started = True

@@ -29,7 +29,7 @@ import base64
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -347,11 +347,22 @@ class ConsumerWorker:
         except Exception as exc:
             log.warning("%s: cannot load offsets to rewind (%s)", self.service, exc)
             return
-        for tp in self.assigned:
+        await self.seek_to_stored(consumer, self.assigned, stored)
+
+    async def seek_to_stored(
+        self,
+        consumer: AIOKafkaConsumer,
+        tps: Iterable[TopicPartition],
+        stored: dict[TopicPartition, int],
+    ) -> None:
+        """Positions each partition at its offset in Postgres (the beginning if none)."""
+        for tp in tps:
             if tp in stored:
                 consumer.seek(tp, stored[tp])
+                self._positions[tp] = stored[tp]
             else:
                 await consumer.seek_to_beginning(tp)
+                self._positions[tp] = 0
 
     async def _process_with_retry(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         delay = 0.1
@@ -480,14 +491,13 @@ class ConsumerWorker:
             self.fault("before_commit")
         self.fault("after_commit")
 
-        for r in records:
-            self.metrics.consumed(self.names.logical(r.topic)).inc()
-        for i in fresh:
-            self.metrics.processed(i.topic).inc()
+        for topic, n in Counter(self.names.logical(r.topic) for r in records).items():
+            self.metrics.consumed(topic).inc(n)
+        for topic, n in Counter(i.topic for i in fresh).items():
+            self.metrics.processed(topic).inc(n)
         fresh_ids = {id(i) for i in fresh}
-        for i in fresh_ok:
-            if id(i) not in fresh_ids:
-                self.metrics.duplicates(i.topic).inc()
+        for topic, n in Counter(i.topic for i in fresh_ok if id(i) not in fresh_ids).items():
+            self.metrics.duplicates(topic).inc(n)
         for item, why in uow.rejected:
             self.metrics.dead_lettered(item.topic).inc()
             log.info(
@@ -559,6 +569,21 @@ class ConsumerWorker:
 
     # ------------------------------------------------------------ offsets & lag
 
+    async def consumed(self, topics: Iterable[str]) -> int:
+        """How many records of the logical ``topics`` have been applied (the sum of
+        the offsets stored in Postgres): progress for benchmarks and tests."""
+        async with self.engine.connect() as conn:
+            total = (
+                await conn.execute(
+                    text(
+                        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
+                        " WHERE topic = ANY(:t)"
+                    ),
+                    {"t": [self.names.physical(t) for t in topics]},
+                )
+            ).scalar_one()
+        return int(total)
+
     async def load_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         wanted = list(tps)
         async with self.engine.connect() as conn:
@@ -581,19 +606,23 @@ class ConsumerWorker:
             # normal after a rebalance; Postgres holds the offsets that matter
             log.debug("%s: kafka commit skipped: %s", self.service, exc)
 
+    def _at_end(self, tp: TopicPartition) -> bool:
+        """Read up to the high watermark of the last fetch (never ``end_offsets()``:
+        the embedded broker gets that wrong)."""
+        consumer = self._consumer
+        hw = consumer.highwater(tp) if consumer is not None else None
+        return hw is not None and self._positions.get(tp, -1) >= hw
+
     def caught_up(self, topic: str) -> bool:
         """True once every assigned partition of the logical ``topic`` has been read
         up to its high watermark (e.g. all tenant keys are known)."""
-        consumer = self._consumer
         physical = self.names.physical(topic)
         tps = [tp for tp in self.assigned if tp.topic == physical]
-        if consumer is None or not tps:
-            return False
-        for tp in tps:
-            hw = consumer.highwater(tp)
-            if hw is None or self._positions.get(tp, -1) < hw:
-                return False
-        return True
+        return bool(tps) and all(self._at_end(tp) for tp in tps)
+
+    def caught_up_all(self) -> bool:
+        """True when every assigned partition has been read to its high watermark."""
+        return bool(self.assigned) and all(self._at_end(tp) for tp in self.assigned)
 
     async def record_progress(self, now: datetime) -> None:
         """Writes, for every assigned partition read to its end, that it was caught
@@ -602,11 +631,7 @@ class ConsumerWorker:
         consumer = self._consumer
         if consumer is None or not self.assigned:
             return
-        done = [
-            tp
-            for tp in self.assigned
-            if (hw := consumer.highwater(tp)) is not None and self._positions.get(tp, -1) >= hw
-        ]
+        done = [tp for tp in self.assigned if self._at_end(tp)]
         rows = [{"t": tp.topic, "p": tp.partition} for tp in sorted(self.assigned)]
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -644,17 +669,6 @@ class ConsumerWorker:
             return None
         result: datetime = oldest
         return result
-
-    def caught_up_all(self) -> bool:
-        """True when every assigned partition has been read to its high watermark."""
-        consumer = self._consumer
-        if consumer is None or not self.assigned:
-            return False
-        for tp in self.assigned:
-            hw = consumer.highwater(tp)
-            if hw is None or self._positions.get(tp, -1) < hw:
-                return False
-        return True
 
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in self.assigned:
@@ -696,13 +710,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning("%s: cannot load offsets (%s); retrying", worker.service, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        for tp in assigned:
-            if tp in stored:
-                consumer.seek(tp, stored[tp])
-                worker._positions[tp] = stored[tp]
-            else:
-                await consumer.seek_to_beginning(tp)
-                worker._positions[tp] = 0
+        await worker.seek_to_stored(consumer, assigned, stored)
         worker.assigned |= set(assigned)
         log.info(
             "%s: assigned %s",

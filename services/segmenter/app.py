@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.runtime.periodic import Periodic
 from services.runtime.program_file import read_program
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
 from services.runtime.worker import FaultHook, UnitOfWork
@@ -21,7 +19,6 @@ from services.segmenter.domain.days import day_of
 from services.segmenter.domain.program import SegmenterProgram, load_program
 from services.segmenter.handlers import SegmenterHandler, tick_tenant
 
-log = logging.getLogger(__name__)
 TOPICS = ("events.product", "events.billing", "events.support")
 
 
@@ -52,24 +49,7 @@ class StreamClock:
         self.runtime = runtime
         self.program = program
         self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="segmenter-clock")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.tick(wall_clock())
-            except Exception:
-                log.exception("segmenter: stream clock tick failed; next tick retries")
+        self.job = Periodic("segmenter-clock", interval_s, lambda: self.tick(wall_clock()))
 
     async def tick(self, now: datetime) -> int:
         """Rolls over the tenants whose stream day ended, moving time only as far as
@@ -107,8 +87,8 @@ def create_app(
     app = base_app(
         runtime,
         title="loyalty segmenter",
-        extra_lifespan=clock.start if live else None,
-        extra_shutdown=clock.stop if live else None,
+        extra_lifespan=clock.job.start if live else None,
+        extra_shutdown=clock.job.stop if live else None,
     )
     app.state.program = program
     app.state.stream_clock = clock

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from services.cli import create_tenant_key
 from services.ingest.config import IngestSettings
 from services.runtime.config import Settings
+from services.segmenter.app import TOPICS as SEGMENTER_TOPICS
 from services.segmenter.config import SegmenterSettings
 from tests.apps import running, runtime_of
 from tests.kafka_helpers import decoded, read_all
@@ -104,15 +105,7 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
         assert len(await read_all(settings.kafka_bootstrap, product, at_least=2)) == 2
         seg = runtime_of(apps[1])
         for _ in range(100):  # wait until the segmenter has consumed the repeats
-            async with seg.engine.connect() as conn:
-                stored = (
-                    await conn.execute(
-                        text(
-                            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
-                            " WHERE topic LIKE '%events.%'"
-                        )
-                    )
-                ).scalar_one()
+            stored = await seg.worker.consumed(SEGMENTER_TOPICS)
             if stored >= 4:
                 break
             await asyncio.sleep(0.1)

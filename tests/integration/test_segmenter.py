@@ -12,7 +12,7 @@ from schemas import Event
 from services.cli import create_tenant_key
 from services.runtime.config import Settings
 from services.runtime.service import ServiceRuntime
-from services.segmenter.app import create_app, load, spec
+from services.segmenter.app import TOPICS, create_app, load, spec
 from services.segmenter.config import SegmenterSettings
 from tests.apps import running, runtime_of
 from tests.conftest import SettingsFactory
@@ -45,15 +45,7 @@ async def feed(settings: Settings, events: list[Event]) -> None:
 async def until_consumed(rt: ServiceRuntime, n: int, timeout_s: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        async with rt.engine.connect() as conn:
-            done = (
-                await conn.execute(
-                    text(
-                        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
-                        " WHERE topic LIKE '%events.%'"
-                    )
-                )
-            ).scalar_one()
+        done = await rt.worker.consumed(TOPICS)
         if done >= n:
             return
         if asyncio.get_running_loop().time() > deadline:
