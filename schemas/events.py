@@ -14,7 +14,7 @@ Money is integer minor units plus an ISO 4217 currency code.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -142,6 +142,14 @@ class SegmentChangedData(Contract):
     rfm: RfmScores | None = None
     as_of: date | None = Field(default=None, description="The stream day it was evaluated at.")
     user_id: str | None = Field(default=None, description="The user whose action caused it.")
+    segments: list[str] = Field(
+        default_factory=list, description="Every segment the account is in after the change."
+    )
+    cause: str | None = Field(
+        default=None,
+        description="What caused it: the id of the event, or `<account>/day/<n>` for a new"
+        " stream day. Transitions with one cause are one moment for the offers service.",
+    )
 
 
 class Reward(Contract):
@@ -152,12 +160,40 @@ class Reward(Contract):
         "renewal_credit",
         "discount",
         "pause",
+        "downgrade",
         "beta_access",
         "training",
         "feature_pass",
+        "council_access",
     ]
-    value: Money | None = None
-    cost: Money
+    value: Money | None = Field(
+        default=None, description="What the customer gets, for credits and discounts."
+    )
+    cost: Money = Field(description="Discount-equivalent cost; zero is allowed.")
+    days: int | None = Field(
+        default=None, ge=1, description="How long a pass, pause or access lasts, if it does."
+    )
+
+
+REWARD_KINDS: tuple[str, ...] = get_args(Reward.model_fields["kind"].annotation)
+MONETARY_REWARDS = ("service_credit", "renewal_credit")
+"""Rewards whose value is credit the customer can spend (the ledger grants these)."""
+
+
+class Competitor(Contract):
+    """A rule that also matched the moment but did not win it."""
+
+    rule: Identifier
+    outcome: Literal["lost", "suppressed"]
+    reason: str
+
+
+class Explanation(Contract):
+    """Why a decision was taken: the trigger, the facts the rule read, the rivals."""
+
+    trigger: str
+    facts: dict[str, Any] = Field(default_factory=dict)
+    competitors: list[Competitor] = Field(default_factory=list)
 
 
 class OfferIssuedData(Contract):
@@ -167,6 +203,20 @@ class OfferIssuedData(Contract):
     user_id: str | None = None
     expires_at: AwareDatetime | None = None
     reason: str = Field(description="Why the offer was made, for people.")
+    explanation: Explanation | None = None
+    holdout: bool = Field(
+        default=False, description="True on offer.held_out: recorded, never delivered."
+    )
+
+
+class OfferStatusData(Contract):
+    """A step of an offer's lifecycle after it was issued."""
+
+    offer_id: Identifier
+    rule: Identifier
+    status: Literal["accepted", "declined", "expired", "redeemed"]
+    actor: str | None = Field(default=None, description="Who accepted or declined, if said.")
+    comment: str | None = Field(default=None, max_length=2000)
 
 
 class CreditGrantedData(Contract):
@@ -283,6 +333,33 @@ class OfferIssued(Event):
     data: OfferIssuedData
 
 
+class OfferHeldOut(Event):
+    """An offer that would have been issued to an account of the holdout group."""
+
+    type: Literal["offer.held_out"]
+    data: OfferIssuedData
+
+
+class OfferAccepted(Event):
+    type: Literal["offer.accepted"]
+    data: OfferStatusData
+
+
+class OfferDeclined(Event):
+    type: Literal["offer.declined"]
+    data: OfferStatusData
+
+
+class OfferExpired(Event):
+    type: Literal["offer.expired"]
+    data: OfferStatusData
+
+
+class OfferRedeemed(Event):
+    type: Literal["offer.redeemed"]
+    data: OfferStatusData
+
+
 class CreditGranted(Event):
     type: Literal["credit.granted"]
     data: CreditGrantedData
@@ -315,6 +392,11 @@ AnyEvent = Annotated[
     | SegmentEntered
     | SegmentExited
     | OfferIssued
+    | OfferHeldOut
+    | OfferAccepted
+    | OfferDeclined
+    | OfferExpired
+    | OfferRedeemed
     | CreditGranted
     | CreditRejected
     | TenantKeyAdded,
@@ -341,6 +423,11 @@ CATALOG: dict[str, type[Event]] = {
         SegmentEntered,
         SegmentExited,
         OfferIssued,
+        OfferHeldOut,
+        OfferAccepted,
+        OfferDeclined,
+        OfferExpired,
+        OfferRedeemed,
         CreditGranted,
         CreditRejected,
         TenantKeyAdded,

@@ -25,7 +25,9 @@ async def apply_offer_decisions(uow: UnitOfWork, batch: Sequence[Inbound]) -> No
     for offer in issued:
         if offer.data.offer_id in done:
             continue  # keyed by offer id: a second copy of an offer never books twice
-        credit_id = str(uuid.uuid5(_IDS, f"{offer.tenant}/{offer.data.offer_id}"))
+        # one credit per offer, named by it: billing's credit_applied then names the
+        # offer too, which is how the offers service learns it was redeemed
+        credit_id = offer.data.offer_id
         grant = domain.grant_for(offer, credit_id)
         if grant is None:
             continue
@@ -34,7 +36,7 @@ async def apply_offer_decisions(uow: UnitOfWork, batch: Sequence[Inbound]) -> No
         uow.publish(
             "credits.decisions",
             CreditGranted(
-                id=credit_id,
+                id=str(uuid.uuid5(_IDS, f"{offer.tenant}/{credit_id}")),
                 source=SOURCE,
                 type="credit.granted",
                 subject=offer.subject,

@@ -6,20 +6,35 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.offers.handlers import apply_segment_changes
+from services.offers.api import router
+from services.offers.domain.program import OffersProgram, load_offers_program
+from services.offers.handlers import OffersHandler
 from services.runtime.config import Settings
+from services.runtime.program_file import read_program
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
 from services.runtime.worker import FaultHook
 
+TOPICS = ("segments.changes", "events.product", "events.billing", "events.support")
 
-def spec() -> ServiceSpec:
+
+def load(settings: Settings) -> OffersProgram:
+    return load_offers_program(read_program(settings.program))
+
+
+def spec(program: OffersProgram) -> ServiceSpec:
+    handler = OffersHandler(program)
     return ServiceSpec(
         name="offers",
         migrations=Path(__file__).parent / "migrations",
-        handlers={"segments.changes": apply_segment_changes},
+        handlers=dict.fromkeys(TOPICS, handler),
     )
 
 
 def create_app(settings: Settings | None = None, fault: FaultHook | None = None) -> FastAPI:
-    runtime = ServiceRuntime(spec(), settings or Settings(), fault=fault)
-    return base_app(runtime, title="loyalty offers")
+    settings = settings or Settings()
+    program = load(settings)
+    runtime = ServiceRuntime(spec(program), settings, fault=fault)
+    app = base_app(runtime, title="loyalty offers")
+    app.state.program = program
+    app.include_router(router)
+    return app

@@ -1,51 +1,248 @@
-"""Turns segment transitions into offers published on ``offers.decisions``."""
+"""Turns segment transitions and product, billing and support events into offer
+decisions on ``offers.decisions``: issued, held out, expired, redeemed.
+
+:func:`process` is the whole service logic over a storage protocol, so that the
+runtime handler (Postgres) and the simulator (memory) run the same code."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any, Protocol
 
-from schemas.events import OfferIssued, OfferIssuedData, SegmentEntered
-from services.offers import domain
-from services.offers.adapters.db import AccountKey, PostgresOfferRepository
+from schemas.events import (
+    CreditApplied,
+    Event,
+    OfferAccepted,
+    OfferDeclined,
+    OfferExpired,
+    OfferHeldOut,
+    OfferIssued,
+    OfferIssuedData,
+    OfferRedeemed,
+    OfferStatusData,
+    SegmentEntered,
+    SegmentExited,
+)
+from services.offers.adapters.db import PostgresOfferRepository
+from services.offers.domain import engine
+from services.offers.domain.engine import Decision, Moment
+from services.offers.domain.program import OffersProgram, Rule
+from services.offers.domain.records import (
+    ALLOWED_FROM,
+    AccountBook,
+    AccountKey,
+    NewOffer,
+    StatusChange,
+    SuppressionRow,
+)
 from services.runtime.worker import Inbound, UnitOfWork
 
 SOURCE = "loyalty/offers"
-_IDS = uuid.UUID("0b7e4a9c-5a43-4d8e-8a51-6b0b3c1f2d02")
+_IDS = uuid.UUID("5d0f7f2e-8d0a-4b8e-9a3c-1e2f3a4b5c06")
+STATUS_EVENTS: dict[str, type[Event]] = {
+    "accepted": OfferAccepted,
+    "declined": OfferDeclined,
+    "expired": OfferExpired,
+    "redeemed": OfferRedeemed,
+}
 
 
-async def apply_segment_changes(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
-    repo = PostgresOfferRepository(uow.conn)
-    entered = [i.event for i in batch if isinstance(i.event, SegmentEntered)]
-    if not entered:
-        return
-    open_rules = await repo.open_rules((e.tenant, e.subject) for e in entered)
-    new_rows: list[tuple[str, AccountKey, domain.OfferDecision, str, datetime]] = []
-    for event in entered:
-        key = (event.tenant, event.subject)
-        decision = domain.decide(event, frozenset(open_rules.get(key, set())))
-        if decision is None:
+class OfferRepository(Protocol):
+    """What :func:`process` needs from storage (Postgres, or memory)."""
+
+    async def load(self, keys: Iterable[AccountKey]) -> dict[AccountKey, AccountBook]: ...
+
+    async def save(
+        self,
+        books: dict[AccountKey, AccountBook],
+        offers: list[NewOffer],
+        suppressions: list[SuppressionRow],
+        changes: list[StatusChange],
+    ) -> None: ...
+
+    async def advance(self, marks: dict[str, datetime]) -> dict[str, datetime]:
+        """Moves each tenant's stream clock forward; returns the clocks."""
+        ...
+
+    async def expire_due(
+        self, tenant: str, until: datetime
+    ) -> list[tuple[str, str, str, datetime]]:
+        """Marks the tenant's open offers that expired by ``until`` as expired;
+        returns (offer id, account, rule, expires_at) of each."""
+        ...
+
+
+@dataclass
+class Result:
+    events: list[Event] = field(default_factory=list)
+    suppressions: list[SuppressionRow] = field(default_factory=list)
+
+
+def _cause(event: Event) -> str:
+    if isinstance(event, SegmentEntered | SegmentExited):
+        return event.data.cause or event.id
+    return event.id
+
+
+async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence[Event]) -> Result:
+    """Applies a batch in order: one read of the accounts, one write back."""
+    result = Result()
+    books = await repo.load((e.tenant, e.subject) for e in batch)
+    new: list[NewOffer] = []
+    changes: list[StatusChange] = []
+    marks: dict[str, datetime] = {}
+    # transitions with one cause (one event, one stream day) are one moment
+    for (tenant, account, cause), group in itertools.groupby(
+        batch, key=lambda e: (e.tenant, e.subject, _cause(e))
+    ):
+        events = list(group)
+        t = max(e.time for e in events)
+        marks[tenant] = max(marks.get(tenant, t), t)
+        book = books.setdefault((tenant, account), AccountBook())
+        changes += _expire(book, tenant, account, t, result)
+        fired: list[tuple[Rule, str]] = []
+        user_id: str | None = None
+        for event in events:
+            data = event.data.model_dump(mode="json")
+            user_id = user_id or data.get("user_id")
+            if isinstance(event, SegmentEntered | SegmentExited):
+                book.env = engine.snapshot(event.data)
+                if isinstance(event, SegmentEntered):
+                    fired += [
+                        (r, r.trigger.describe())
+                        for r in program.by_segment.get(event.data.segment, ())
+                    ]
+            else:
+                rules = program.by_event.get(event.type, ())
+                fired += engine.counts_after(rules, book.counts, event.type, data)
+                if isinstance(event, CreditApplied):
+                    changes += _redeem(book, tenant, event, result)
+        if not fired:
             continue
-        open_rules.setdefault(key, set()).add(decision.rule)
-        offer_id = str(uuid.uuid5(_IDS, f"{event.tenant}/{event.id}/{decision.rule}"))
-        new_rows.append((offer_id, key, decision, event.id, event.time))
-        uow.publish(
-            "offers.decisions",
-            OfferIssued(
-                id=offer_id,
-                source=SOURCE,
-                type="offer.issued",
-                subject=event.subject,
-                tenant=event.tenant,
-                time=event.time,
-                data=OfferIssuedData(
-                    offer_id=offer_id,
-                    rule=decision.rule,
-                    reward=decision.reward,
-                    user_id=decision.user_id,
-                    reason=decision.reason,
-                ),
-            ),
+        moment = Moment(
+            tenant=tenant,
+            account=account,
+            key=cause,
+            time=t,
+            user_id=user_id,
+            fired=tuple(fired),
+            env=book.env if book.env is not None else engine.empty_env(),
         )
-    await repo.add(new_rows)
+        outcome = engine.decide(program, moment, book.offers)
+        result.suppressions += [
+            SuppressionRow(tenant, account, cause, t, s) for s in outcome.suppressions
+        ]
+        d = outcome.decision
+        if d is None:
+            continue
+        event = decision_event(tenant, account, t, user_id, d)
+        result.events.append(event)
+        offer = NewOffer(tenant, account, d, event, cause)
+        new.append(offer)
+        book.offers.append(offer.past)
+    await repo.save(books, new, result.suppressions, changes)
+    for tenant, clock in (await repo.advance(marks)).items():
+        for oid, account, rule_name, at in await repo.expire_due(tenant, clock):
+            result.events.append(status_event(tenant, account, oid, rule_name, "expired", at))
+    return result
+
+
+def decision_event(
+    tenant: str, account: str, t: datetime, user_id: str | None, d: Decision
+) -> OfferIssued | OfferHeldOut:
+    data = OfferIssuedData(
+        offer_id=d.offer_id,
+        rule=d.rule.name,
+        reward=d.reward,
+        user_id=user_id,
+        expires_at=d.expires_at,
+        reason=d.reason,
+        explanation=d.explanation,
+        holdout=d.holdout,
+    )
+    common: dict[str, Any] = {
+        "source": SOURCE,
+        "subject": account,
+        "tenant": tenant,
+        "time": t,
+        "data": data,
+    }
+    if d.holdout:
+        return OfferHeldOut(id=d.offer_id, type="offer.held_out", **common)
+    return OfferIssued(id=d.offer_id, type="offer.issued", **common)
+
+
+def status_event(
+    tenant: str,
+    account: str,
+    offer_id: str,
+    rule: str,
+    status: str,
+    at: datetime,
+    actor: str | None = None,
+    comment: str | None = None,
+) -> Event:
+    model = STATUS_EVENTS[status]
+    return model(
+        id=str(uuid.uuid5(_IDS, f"{offer_id}/{status}")),
+        source=SOURCE,
+        type=f"offer.{status}",
+        subject=account,
+        tenant=tenant,
+        time=at,
+        data=OfferStatusData(
+            offer_id=offer_id,
+            rule=rule,
+            status=status,
+            actor=actor,
+            comment=comment,
+        ),
+    )
+
+
+def _expire(
+    book: AccountBook, tenant: str, account: str, t: datetime, result: Result
+) -> list[StatusChange]:
+    """Before anything happens at ``t``: the account's offers that expired by then."""
+    changes = []
+    for i, p in enumerate(book.offers):
+        if p.status == "issued" and p.expires_at <= t:
+            book.offers[i] = replace(p, status="expired")
+            changes.append(StatusChange(tenant, p.offer_id, "expired", p.expires_at))
+            result.events.append(
+                status_event(tenant, account, p.offer_id, p.rule, "expired", p.expires_at)
+            )
+    return changes
+
+
+def _redeem(
+    book: AccountBook, tenant: str, event: CreditApplied, result: Result
+) -> list[StatusChange]:
+    """A credit applied on an invoice redeems the offer it came from (the ledger
+    names credits by their offer id)."""
+    for i, p in enumerate(book.offers):
+        if p.offer_id == event.data.credit_id and p.status in ALLOWED_FROM["redeemed"]:
+            book.offers[i] = replace(p, status="redeemed")
+            result.events.append(
+                status_event(tenant, event.subject, p.offer_id, p.rule, "redeemed", event.time)
+            )
+            return [StatusChange(tenant, p.offer_id, "redeemed", event.time)]
+    return []
+
+
+@dataclass
+class OffersHandler:
+    """The runtime handler: runs the batch through :func:`process` in Postgres."""
+
+    program: OffersProgram
+
+    async def __call__(self, uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+        result = await process(
+            PostgresOfferRepository(uow.conn), self.program, [i.event for i in batch]
+        )
+        for event in result.events:
+            uow.publish("offers.decisions", event)

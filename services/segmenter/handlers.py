@@ -136,6 +136,8 @@ def transition_event(t: Transition) -> SegmentEntered | SegmentExited:
             cell=t.features["rfm_cell"],
         ),
         as_of=date.fromordinal(t.as_of),
+        segments=list(t.segments),
+        cause=why,
     )
     common: dict[str, Any] = {
         "id": event_id,

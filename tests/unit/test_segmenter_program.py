@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from services.common.expressions import ExpressionError, compile_expression
 from services.runtime.program_file import read_program
-from services.segmenter.domain.expressions import ExpressionError, compile_expression
 from services.segmenter.domain.program import FEATURE_KINDS, ProgramError, load_program
 
 KINDS = {"a": "number", "b": "number", "plan": "text", "adopted": "set", "flag": "flag"}

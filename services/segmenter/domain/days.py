@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 
 def day_of(t: datetime) -> int:
@@ -21,12 +21,3 @@ def week_of(day: int) -> int:
 def month_of(day: int) -> str:
     d = date.fromordinal(day)
     return f"{d.year:04d}-{d.month:02d}"
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``30m``, ``6h``, ``2d`` -> timedelta (for program settings)."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip()
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
-        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 6h or 2d")
-    return timedelta(seconds=int(text[:-1]) * units[text[-1]])

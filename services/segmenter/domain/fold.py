@@ -88,6 +88,7 @@ class Transition:
     cause_id: str | None  # the event that caused it, None for a day rollover
     user_id: str | None
     features: Mapping[str, Any]
+    segments: tuple[str, ...] = ()  # the account's segments after the change
 
 
 def too_late(clock: TenantClock, program: SegmenterProgram, t: datetime) -> str | None:
@@ -289,14 +290,15 @@ def evaluate(
     if now_in == was_in:
         return []
     snapshot = full_view(view)
-    out = [
-        Transition("exited", name, clock.tenant, account, at, as_of, cause_id, user_id, snapshot)
-        for name in sorted(was_in - now_in)
-    ]
-    out += [
-        Transition("entered", name, clock.tenant, account, at, as_of, cause_id, user_id, snapshot)
-        for name in sorted(now_in - was_in)
-    ]
+    members = tuple(sorted(now_in))
+
+    def transition(kind: str, name: str) -> Transition:
+        return Transition(
+            kind, name, clock.tenant, account, at, as_of, cause_id, user_id, snapshot, members
+        )
+
+    out = [transition("exited", name) for name in sorted(was_in - now_in)]
+    out += [transition("entered", name) for name in sorted(now_in - was_in)]
     for name in was_in - now_in:
         del state.segments[name]
     for name in now_in - was_in:

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import topic_family
 from schemas.events import CATALOG
-from services.segmenter.domain.days import parse_duration
-from services.segmenter.domain.expressions import (
+from services.common.durations import parse_duration
+from services.common.expressions import (
     Compiled,
     ExpressionError,
     compile_expression,

@@ -199,3 +199,24 @@ def referenced_names(source: str) -> frozenset[str]:
     tree = ast.parse(source.strip(), mode="eval")
     calls = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in calls)
+
+
+def constants_tested_in(source: str, set_name: str) -> frozenset[str]:
+    """The string constants an expression tests for membership of ``set_name``
+    (``'gold' in tiers`` -> {'gold'}), to check them against what can be there."""
+    tree = ast.parse(source.strip(), mode="eval")
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        operands = [node.left, *node.comparators]
+        for left, op, right in zip(operands, node.ops, operands[1:], strict=False):
+            if (
+                isinstance(op, (ast.In, ast.NotIn))
+                and isinstance(right, ast.Name)
+                and right.id == set_name
+                and isinstance(left, ast.Constant)
+                and isinstance(left.value, str)
+            ):
+                found.add(left.value)
+    return frozenset(found)

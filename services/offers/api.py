@@ -1,0 +1,149 @@
+"""Tenant-scoped offers API: an account's offers and suppressions, accepting and
+declining an offer, and a per-rule summary with the holdout share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.offers.adapters.db import PostgresOfferRepository
+from services.offers.domain.records import ALLOWED_FROM, StatusChange
+from services.offers.handlers import status_event
+from services.runtime.service import TenantDep
+from services.runtime.worker import UnitOfWork
+
+router = APIRouter(prefix="/v1")
+
+
+class Answer(BaseModel):
+    """Who answers for the customer, and why (both recorded and published)."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor: str | None = Field(default=None, max_length=200)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+def _offer_view(row: dict[str, Any]) -> dict[str, Any]:
+    decision = row.get("decision") or {}
+    return {
+        "offer_id": row["offer_id"],
+        "rule": row["rule"],
+        "status": row["status"],
+        "reward": decision.get("reward"),
+        "user_id": decision.get("user_id"),
+        "reason": decision.get("reason"),
+        "explanation": decision.get("explanation"),
+        "issued_at": row["issued_at"],
+        "expires_at": row["expires_at"],
+        "updated_at": row["updated_at"],
+        "actor": row["actor"],
+        "comment": row["comment"],
+    }
+
+
+@router.get("/accounts/{account_id}/offers")
+async def account_offers(account_id: str, tenant: TenantDep, request: Request) -> dict[str, Any]:
+    """Every offer made to the account (held-out ones included, marked by their
+    status) with its explanation, and every rule that was suppressed or lost."""
+    async with request.app.state.runtime.engine.connect() as conn:
+        repo = PostgresOfferRepository(conn)
+        offers = await repo.account_offers(tenant, account_id)
+        suppressions = await repo.account_suppressions(tenant, account_id)
+    return {
+        "account": account_id,
+        "offers": [_offer_view(o) for o in offers],
+        "suppressions": suppressions,
+    }
+
+
+@router.get("/offers/summary")
+async def summary(tenant: TenantDep, request: Request) -> dict[str, Any]:
+    """Per rule: offers by status with their discount-equivalent cost, the share
+    held out, and suppressions by reason."""
+    async with request.app.state.runtime.engine.connect() as conn:
+        offers, suppressed = await PostgresOfferRepository(conn).summary(tenant)
+    rules: dict[str, dict[str, Any]] = {}
+    for rule, status, n, cost, currency in offers:
+        r = rules.setdefault(rule, {"offers": {}, "cost": {}, "suppressed": {}})
+        r["offers"][status] = r["offers"].get(status, 0) + n
+        if status != "held_out":
+            r["cost"][currency] = r["cost"].get(currency, 0) + int(cost)
+    for rule, outcome, reason, n in suppressed:
+        r = rules.setdefault(rule, {"offers": {}, "cost": {}, "suppressed": {}})
+        r["suppressed"][f"{outcome}: {reason}"] = n
+    total = sum(sum(r["offers"].values()) for r in rules.values())
+    held = sum(r["offers"].get("held_out", 0) for r in rules.values())
+    return {
+        "rules": rules,
+        "decisions": total,
+        "held_out": held,
+        "holdout_share": round(held / total, 4) if total else None,
+    }
+
+
+@router.get("/offers/{offer_id}")
+async def get_offer(offer_id: str, tenant: TenantDep, request: Request) -> dict[str, Any]:
+    async with request.app.state.runtime.engine.connect() as conn:
+        row = await PostgresOfferRepository(conn).offer(tenant, offer_id)
+    if row is None:
+        raise HTTPException(404, f"no offer {offer_id!r} in this tenant")
+    return {"account": row["account"], **_offer_view(row)}
+
+
+async def _answer(
+    request: Request,
+    tenant: str,
+    offer_id: str,
+    status: Literal["accepted", "declined"],
+    body: Answer,
+) -> dict[str, Any]:
+    runtime = request.app.state.runtime
+    change = StatusChange(tenant, offer_id, status, datetime.now(UTC), body.actor, body.comment)
+    async with runtime.engine.begin() as conn:
+        repo = PostgresOfferRepository(conn)
+        clock = await repo.clock(tenant)
+        current = await repo.offer(tenant, offer_id)
+        if current is None:
+            raise HTTPException(404, f"no offer {offer_id!r} in this tenant")
+        if current["status"] == "issued" and clock is not None and current["expires_at"] <= clock:
+            raise HTTPException(409, f"offer {offer_id} expired at {current['expires_at']}")
+        moved = await repo.set_status(change, ALLOWED_FROM[status])
+        assert moved is not None
+        account, rule, now_status, changed, _ = moved
+        if not changed and now_status != status:
+            raise HTTPException(
+                409, f"offer {offer_id} is {now_status}; only an issued offer can be {status}"
+            )
+        if changed:
+            uow = UnitOfWork(conn, runtime.names, runtime.spec.name)
+            uow.publish(
+                "offers.decisions",
+                status_event(
+                    tenant, account, offer_id, rule, status, change.at, body.actor, body.comment
+                ),
+            )
+            await uow.flush()
+        row = await repo.offer(tenant, offer_id)
+    if changed:
+        runtime.relay.wake()
+    assert row is not None
+    return {"account": row["account"], **_offer_view(row)}
+
+
+@router.post("/offers/{offer_id}/accept")
+async def accept(
+    offer_id: str, tenant: TenantDep, request: Request, body: Answer | None = None
+) -> dict[str, Any]:
+    """Issued → accepted. Repeating it returns the offer as first accepted."""
+    return await _answer(request, tenant, offer_id, "accepted", body or Answer())
+
+
+@router.post("/offers/{offer_id}/decline")
+async def decline(
+    offer_id: str, tenant: TenantDep, request: Request, body: Answer | None = None
+) -> dict[str, Any]:
+    """Issued → declined. Repeating it returns the offer as first declined."""
+    return await _answer(request, tenant, offer_id, "declined", body or Answer())

@@ -1,0 +1,1 @@
+"""The offers service's pure core: the program's rules, and the decision engine."""
