@@ -69,6 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         help="leave transitions in the outbox for the running segmenter",
     )
 
+    offers = sub.add_parser("offers", help="offers tools")
+    osub = offers.add_subparsers(dest="offers_command", required=True)
+    sim = osub.add_parser("simulate", help="what a program would offer on a history")
+    sim.add_argument("--program", type=Path, help="program file (default: LOYALTY_PROGRAM)")
+    sim.add_argument("--events", type=Path, required=True, help="CloudEvents, one per line")
+    sim.add_argument("--tenant", default="simulation")
+
+    demo = sub.add_parser("demo", help="demo data")
+    dsub = demo.add_subparsers(dest="demo_command", required=True)
+    hist = dsub.add_parser("history", help="write a synthetic SaaS history (JSON lines)")
+    hist.add_argument("--accounts", type=int, default=300)
+    hist.add_argument("--days", type=int, default=120)
+    hist.add_argument("--seed", type=int, default=7)
+    hist.add_argument("--out", type=Path, required=True)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     bseg = bsub.add_parser("segmenter", help="segmenter events/s vs raw consume+decode")
@@ -99,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "segments":
         return segments_backfill(args.file, args.tenant, publish=not args.no_publish)
+    if args.command == "offers":
+        return offers_simulate(args.program, args.events, args.tenant)
+    if args.command == "demo":
+        from services.demo import write_history
+
+        n = write_history(args.out, args.accounts, args.days, args.seed)
+        print(f"{n} events for {args.accounts} accounts over {args.days} days: {args.out}")
+        return 0
     if args.command == "bench":
         from services.bench import bench_with_embedded
 
@@ -132,22 +155,46 @@ def segments_backfill(path: Path, tenant: str, publish: bool) -> int:
     return 0
 
 
-def check_program() -> str | None:
-    """The program's problems as one message, or None when it is valid."""
-    from services.segmenter.app import load
-    from services.segmenter.config import SegmenterSettings
+def check_program(path: Path | None = None) -> str | None:
+    """The program's problems (every service's part) as one message, or None."""
+    from services.runtime.program_file import read_program
+    from services.simulate import load_both
 
     try:
-        load(SegmenterSettings())
+        load_both(read_program(path or Settings().program))
     except ValueError as exc:  # ProgramError, unreadable file, bad YAML
         return str(exc)
     return None
 
 
+def offers_simulate(program: Path | None, events: Path, tenant: str) -> int:
+    from services.runtime.program_file import read_program
+    from services.segmenter.backfill import BackfillInputError
+    from services.simulate import render, simulate_file
+
+    if (problem := check_program(program)) is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    try:
+        sim, offers = asyncio.run(
+            simulate_file(read_program(program or Settings().program), events, tenant)
+        )
+    except OSError as exc:
+        print(f"cannot read {events}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except BackfillInputError as exc:
+        print(f"{events}: fix these lines first:", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    print(render(sim, offers))
+    return 0
+
+
 def serve_one(service: str, host: str, port: int) -> int:
     import uvicorn
 
-    if service == "segmenter" and (problem := check_program()) is not None:
+    if service in ("segmenter", "offers") and (problem := check_program()) is not None:
         print(problem, file=sys.stderr)
         return 2
 

@@ -5,12 +5,14 @@ HTTP like a real product would."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +29,8 @@ class DemoAccount:
     used: int
     price_per_seat: int  # cents a month
     onboarded: bool = False
+    interval: str = "month"
+    renews_in: int = 200  # days from the first subscription event
 
 
 def _event(etype: str, account: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -41,16 +45,17 @@ def _event(etype: str, account: str, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def subscription(a: DemoAccount) -> dict[str, Any]:
+def subscription(a: DemoAccount, today: date | None = None) -> dict[str, Any]:
+    today = today or date.today()
     return _event(
         "billing.subscription_updated",
         a.account,
         {
             "plan": "business" if a.seats > 25 else "team",
-            "interval": "month",
+            "interval": a.interval,
             "seats_purchased": a.seats,
             "mrr": {"amount": a.seats * a.price_per_seat, "currency": "USD"},
-            "renewal_date": (date.today() + timedelta(days=30 + hash(a.account) % 300)).isoformat(),
+            "renewal_date": (today + timedelta(days=a.renews_in)).isoformat(),
             "status": "active",
         },
     )
@@ -60,12 +65,15 @@ def make_accounts(n: int, rng: random.Random) -> list[DemoAccount]:
     accounts = []
     for i in range(n):
         seats = rng.choice([5, 10, 20, 25, 40, 80, 100, 150, 250])
+        annual = rng.random() < 0.3  # a third pay yearly; some renew within 60 days
         accounts.append(
             DemoAccount(
                 f"acct-{i:04d}",
                 seats,
                 max(1, seats * rng.randint(30, 70) // 100),
                 rng.choice([1500, 2500, 4900]),
+                interval="year" if annual else "month",
+                renews_in=rng.randint(20, 120) if annual else rng.randint(10, 30),
             )
         )
     return accounts
@@ -176,3 +184,35 @@ async def _send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None
                 continue
             log.error("demo: ingest refused a batch: %s %s", resp.status_code, resp.text[:500])
             break
+
+
+def write_history(path: Path, accounts: int, days: int, seed: int = 7) -> int:
+    """A synthetic history for ``loyalty offers simulate`` and backfills: the
+    fleet subscribes on day 0, then lives ``days`` days; monthly plans pay each
+    month. Deterministic for a seed. Returns the number of events written."""
+    rng = random.Random(seed)
+    fleet = make_accounts(accounts, rng)
+    start = datetime(2026, 1, 5, 8, tzinfo=UTC)
+    rows: list[dict[str, Any]] = []
+    ids = itertools.count()
+
+    def at(e: dict[str, Any], t: datetime) -> dict[str, Any]:
+        return {**e, "id": f"h{next(ids)}", "time": t.isoformat()}
+
+    for a in fleet:
+        rows.append(at(subscription(a, start.date()), start))
+    for day in range(days):
+        midnight = start.replace(hour=0) + timedelta(days=day)
+        for a in fleet:
+            if day and day % 30 == 0 and a.interval == "month":
+                amount = {"amount": a.seats * a.price_per_seat, "currency": "USD"}
+                paid = {"invoice_id": f"inv-{a.account}-{day}", "amount": amount}
+                rows.append(at(_event("billing.invoice_paid", a.account, paid), midnight))
+            if rng.random() < 0.55:
+                t = midnight + timedelta(seconds=rng.randint(3600, 86_000))
+                rows += [at(e, t + timedelta(seconds=i)) for i, e in enumerate(step(a, rng))]
+    rows.sort(key=lambda r: r["time"])
+    with path.open("w") as fh:
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")
+    return len(rows)

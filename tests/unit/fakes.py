@@ -2,53 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable
+from services.segmenter.memory import MemoryAccountRepository as FakeAccountRepository
 
-from services.segmenter.adapters.db import dump_state, load_state
-from services.segmenter.domain.features import AccountState
-from services.segmenter.domain.fold import AccountKey, TenantClock
-
-
-class FakeAccountRepository:
-    """In memory, with the same round trip through JSON as Postgres."""
-
-    def __init__(self) -> None:
-        self.clocks: dict[str, TenantClock] = {}
-        self.accounts: dict[AccountKey, str] = {}
-        self.round_trips = 0
-
-    async def load_clocks(self, tenants: Iterable[str]) -> dict[str, TenantClock]:
-        self.round_trips += 1
-        return {t: copy.deepcopy(self.clocks.get(t, TenantClock(t))) for t in set(tenants)}
-
-    async def load_accounts(self, keys: Iterable[AccountKey]) -> dict[AccountKey, AccountState]:
-        self.round_trips += 1
-        return {k: load_state(self.accounts[k]) for k in set(keys) if k in self.accounts}
-
-    async def load_tenant_accounts(
-        self, tenant: str, exclude: set[AccountKey]
-    ) -> dict[AccountKey, AccountState]:
-        self.round_trips += 1
-        return {
-            k: load_state(v)
-            for k, v in self.accounts.items()
-            if k[0] == tenant and k not in exclude
-        }
-
-    async def save(
-        self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
-    ) -> None:
-        self.round_trips += 1
-        for c in clocks:
-            self.clocks[c.tenant] = copy.deepcopy(c)
-        for k, s in states.items():
-            self.accounts[k] = dump_state(s)
-
-    async def lock_clock_if_free(self, tenant: str) -> TenantClock | None:
-        self.round_trips += 1
-        clock = self.clocks.get(tenant)
-        return copy.deepcopy(clock) if clock is not None else None
-
-    def state(self, tenant: str, account: str) -> AccountState:
-        return load_state(self.accounts[(tenant, account)])
+__all__ = ["FakeAccountRepository"]
