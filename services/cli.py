@@ -225,6 +225,20 @@ async def create_tenant_key(settings: Settings, name: str, key: str | None = Non
     return key
 
 
+def _offer_line(ev: Any) -> str:
+    d = ev.data
+    what = d.reward.kind + (
+        f" {d.reward.value.amount / 100:.2f} {d.reward.value.currency}" if d.reward.value else ""
+    )
+    facts = ", ".join(f"{k}={v}" for k, v in list(d.explanation.facts.items())[:3])
+    lost = [f"{c.rule} ({c.reason})" for c in d.explanation.competitors][:1]
+    return (
+        f"{ev.type} {ev.subject} {d.rule}: {what} | {d.explanation.trigger}"
+        + (f" | {facts}" if facts else "")
+        + (f" | beat {lost[0]}" if lost else "")
+    )
+
+
 class Up:
     """``loyalty up``: embedded stack (unless configured), four service processes,
     optional demo traffic; Ctrl-C or SIGTERM stops every child."""
@@ -355,12 +369,15 @@ class Up:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _tail_credits(self, bootstrap: str, names: TopicNames, stop: asyncio.Event) -> None:
+        """Shows what the system decides: the first offers of each rule with their
+        explanation, the first credits, and running totals every 10 s."""
         from aiokafka import AIOKafkaConsumer
 
         from services.runtime.codec import DecodeError, decode
 
         consumer = AIOKafkaConsumer(
             names.physical("credits.decisions"),
+            names.physical("offers.decisions"),
             bootstrap_servers=bootstrap,
             group_id=None,
             auto_offset_reset="latest",
@@ -368,6 +385,8 @@ class Up:
         )
         await consumer.start()
         granted, cents, last = 0, 0, time.monotonic()
+        offers: dict[str, int] = {}
+        held = 0
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500)
@@ -375,18 +394,28 @@ class Up:
                     for r in recs:
                         with contextlib.suppress(DecodeError):
                             ev = decode(r.value, r.headers)
-                            if ev.type == "credit.granted":
+                            if ev.type in ("offer.issued", "offer.held_out"):
+                                rule = ev.data.rule
+                                offers[rule] = offers.get(rule, 0) + 1
+                                held += ev.data.holdout
+                                if offers[rule] <= 2:
+                                    print(_offer_line(ev), flush=True)
+                            elif ev.type == "credit.granted":
                                 granted += 1
                                 cents += ev.data.amount.amount
-                                if granted <= 5:
+                                if granted <= 3:
                                     print(
                                         f"credit.granted {ev.subject}: "
                                         f"{ev.data.amount.amount / 100:.2f} "
                                         f"{ev.data.amount.currency}",
                                         flush=True,
                                     )
-                if time.monotonic() - last > 10 and granted:
+                if time.monotonic() - last > 10 and (granted or offers):
+                    total = sum(offers.values())
+                    kinds = ", ".join(f"{k} {n}" for k, n in sorted(offers.items()))
                     print(
+                        f"[offers] {total} decisions, {held} held out"
+                        f" ({held / total if total else 0:.0%}): {kinds}\n"
                         f"[credits] {granted} granted so far, {cents / 100:.2f} in total",
                         flush=True,
                     )
