@@ -135,7 +135,10 @@ async def load_topic(bootstrap: str, names: TopicNames, events: list[Event]) -> 
         futures = []
         for e in events:
             m = encode(e)
-            topic = names.physical(f"events.{e.type.split('.')[0]}")
+            family = e.type.split(".")[0]
+            topic = names.physical(
+                "segments.changes" if family == "segment" else f"events.{family}"
+            )
             futures.append(await producer.send(topic, m.value, key=m.key, headers=m.headers))
         await asyncio.gather(*futures)
     finally:

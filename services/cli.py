@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     bseg = bsub.add_parser("segmenter", help="segmenter events/s vs raw consume+decode")
     bseg.add_argument("--events", type=int, default=200_000)
     bseg.add_argument("--accounts", type=int, default=5_000)
+    boff = bsub.add_parser("offers", help="offers inputs/s and decisions/s on a demo history")
+    boff.add_argument("--accounts", type=int, default=1_000)
+    boff.add_argument("--days", type=int, default=90)
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -121,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
 
         n = write_history(args.out, args.accounts, args.days, args.seed)
         print(f"{n} events for {args.accounts} accounts over {args.days} days: {args.out}")
+        return 0
+    if args.command == "bench" and args.bench_command == "offers":
+        from services.bench_offers import offers_bench_with_embedded
+
+        print("\n".join(offers_bench_with_embedded(args.accounts, args.days)))
         return 0
     if args.command == "bench":
         from services.bench import bench_with_embedded

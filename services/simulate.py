@@ -63,7 +63,10 @@ async def simulate(
     offers: OffersProgram,
     events: Sequence[Event],
     batch: int = 500,
+    inputs_seen: list[Event] | None = None,
 ) -> Simulation:
+    """Runs the history; ``inputs_seen`` collects what the offers logic took in
+    (events and transitions, in order), for ``loyalty bench offers``."""
     sim = Simulation(events=len(events))
     started = time.perf_counter()
     seg_repo = MemoryAccountRepository()
@@ -87,6 +90,8 @@ async def simulate(
         result = await offers_process(offer_repo, offers, inputs)
         sim.offer_seconds += time.perf_counter() - began
         sim.offer_inputs += len(inputs)
+        if inputs_seen is not None:
+            inputs_seen.extend(inputs)
         for e in result.events:
             _tally(sim, e)
         for s in result.suppressions:
