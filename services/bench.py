@@ -16,9 +16,11 @@ import random
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
@@ -38,6 +40,8 @@ from schemas.events import (
 from services.runtime.codec import encode
 from services.runtime.relay import make_producer
 from services.runtime.topics import TopicNames, ensure_topics
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -241,7 +245,9 @@ async def run_bench(bootstrap: str, database_url: str, events: int, accounts: in
     )
 
 
-def bench_with_embedded(events: int, accounts: int) -> BenchResult:
+def with_stack(run: Callable[[str, str], Coroutine[Any, Any, T]]) -> T:
+    """Runs ``run(bootstrap, database_url)`` on the configured Kafka and Postgres,
+    or on embedded ones started (and stopped) for it."""
     import os
 
     from services.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
@@ -257,9 +263,13 @@ def bench_with_embedded(events: int, accounts: int) -> BenchResult:
         if not db:
             pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyalty-bench-")) / "pg")
             db = pg.start()
-        return asyncio.run(run_bench(bootstrap, db, events, accounts))
+        return asyncio.run(run(bootstrap, db))
     finally:
         if broker is not None:
             broker.stop()
         if pg is not None:
             pg.stop()
+
+
+def bench_with_embedded(events: int, accounts: int) -> BenchResult:
+    return with_stack(lambda bootstrap, db: run_bench(bootstrap, db, events, accounts))

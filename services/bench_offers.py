@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from schemas import Event
-from services.bench import load_topic
+from services.bench import load_topic, with_stack
 from services.runtime.config import Settings
 from services.runtime.topics import TopicNames, ensure_topics
 
@@ -87,24 +87,4 @@ async def run_offers_bench(
 
 
 def offers_bench_with_embedded(accounts: int, days: int) -> list[str]:
-    import os
-
-    from services.runtime.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
-
-    broker = pg = None
-    try:
-        bootstrap = os.environ.get("LOYALTY_KAFKA_BOOTSTRAP")
-        if not bootstrap:
-            broker = EmbeddedBroker("127.0.0.1", free_port())
-            broker.start()
-            bootstrap = broker.bootstrap
-        db = os.environ.get("LOYALTY_DATABASE_URL")
-        if not db:
-            pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="loyalty-bench-")) / "pg")
-            db = pg.start()
-        return asyncio.run(run_offers_bench(bootstrap, db, accounts, days))
-    finally:
-        if broker is not None:
-            broker.stop()
-        if pg is not None:
-            pg.stop()
+    return with_stack(lambda bootstrap, db: run_offers_bench(bootstrap, db, accounts, days))

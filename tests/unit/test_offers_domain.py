@@ -27,8 +27,9 @@ from schemas.events import (
     SegmentChangedData,
     SegmentEntered,
 )
+from services.common.program import ProgramError
 from services.offers.domain.engine import in_holdout
-from services.offers.domain.program import OffersProgram, ProgramError, load_offers_program
+from services.offers.domain.program import OffersProgram, load_offers_program
 from services.offers.handlers import process
 from services.offers.memory import MemoryOfferRepository
 from services.runtime.program_file import read_program

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from services.common.expressions import ExpressionError, compile_expression
+from services.common.program import ProgramError
 from services.runtime.program_file import read_program
-from services.segmenter.domain.program import FEATURE_KINDS, ProgramError, load_program
+from services.segmenter.domain.program import FEATURE_KINDS, load_program
 
 KINDS = {"a": "number", "b": "number", "plan": "text", "adopted": "set", "flag": "flag"}
 

@@ -22,6 +22,7 @@ from services.common.expressions import (
     constants_tested_in,
     referenced_names,
 )
+from services.common.program import ProgramError, Strict
 
 FEATURE_KINDS: dict[str, str] = {
     "seats_purchased": "number",
@@ -62,19 +63,7 @@ PRICED = (*MONETARY_REWARDS, "discount")
 CANCELLATION_EVENT = "billing.cancellation_requested"
 
 
-class ProgramError(ValueError):
-    """An invalid program; one line per problem, each naming where it is."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid program:\n  " + "\n  ".join(problems))
-        self.problems = problems
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TriggerSpec(_Strict):
+class TriggerSpec(Strict):
     """``{segment: NAME}``: the account enters the segment. ``{event: TYPE, where:
     {field: value or [values]}, nth: N}``: the N-th matching event of the account
     (every matching event when ``nth`` is left out)."""
@@ -93,7 +82,7 @@ class TriggerSpec(_Strict):
         return self
 
 
-class AmountSpec(_Strict):
+class AmountSpec(Strict):
     """``fixed`` minor units, or ``percent`` of ``percent_of`` (mrr, arr or
     renewal_value), or a percent per segment (``by_segment``; first match wins)."""
 
@@ -104,14 +93,14 @@ class AmountSpec(_Strict):
     by_segment: dict[str, float] = Field(default_factory=dict)
 
 
-class RewardSpec(_Strict):
+class RewardSpec(Strict):
     kind: str
     value: AmountSpec | None = None
     cost: AmountSpec | Literal["value"] | None = None
     days: int | None = Field(default=None, ge=1, le=3650)
 
 
-class RuleSpec(_Strict):
+class RuleSpec(Strict):
     description: str = ""
     trigger: TriggerSpec
     when: str = "True"
@@ -122,18 +111,18 @@ class RuleSpec(_Strict):
     after: list[str] = Field(default_factory=list)
 
 
-class HoldoutSpec(_Strict):
+class HoldoutSpec(Strict):
     percent: float = Field(default=10, ge=0, le=50)
     salt: str = Field(default="holdout-v1", min_length=1)
 
 
-class PolicySpec(_Strict):
+class PolicySpec(Strict):
     max_offers: int = Field(default=2, ge=1)
     window: str = "30d"
     quiet_period: str = "1d"
 
 
-class OffersSection(_Strict):
+class OffersSection(Strict):
     default_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     holdout: HoldoutSpec = HoldoutSpec()
     contact_policy: PolicySpec = PolicySpec()

@@ -20,6 +20,7 @@ from services.common.expressions import (
     compile_expression,
     referenced_names,
 )
+from services.common.program import ProgramError, Strict
 from services.segmenter.domain.features import WINDOWS, EventSelector, RfmConfig
 from services.segmenter.domain.rfm import CELLS
 
@@ -63,23 +64,11 @@ FEATURE_KINDS: dict[str, str] = {
 RFM_CELL_NAMES = tuple(name for name, _ in CELLS)
 
 
-class ProgramError(ValueError):
-    """An invalid program; one line per problem, each naming where it is."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid program:\n  " + "\n  ".join(problems))
-        self.problems = problems
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StreamSection(_Strict):
+class StreamSection(Strict):
     allowed_lateness: str = "1h"
 
 
-class RfmSection(_Strict):
+class RfmSection(Strict):
     recency_events: list[str] = Field(default_factory=lambda: ["product.feature_used:key_action"])
     frequency_events: list[str] = Field(default_factory=lambda: ["product.feature_used:key_action"])
     frequency_window_days: int = Field(default=90, ge=1, le=3650)
@@ -88,7 +77,7 @@ class RfmSection(_Strict):
     redraw_every: str = "15m"
 
 
-class SegmentSection(_Strict):
+class SegmentSection(Strict):
     when: str = Field(min_length=1)
     description: str = ""
 
