@@ -509,3 +509,17 @@ def test_a_replay_of_the_same_events_yields_the_same_decisions(events: list[Even
     # batches only move when an untouched account's expiry is noticed
     assert dump(offers_of(one_by_one)) == dump(offers_of(first))
     assert sorted(e.id for e in one_by_one) == sorted(e.id for e in first)
+
+
+def test_an_input_arriving_after_later_ones_cannot_break_the_policy() -> None:
+    # the service reads four topics: a transition may come after a later event
+    account = treated()
+    later = _firing(account, T0 + timedelta(hours=5), "seat_expansion_credit", 0)
+    out, repo = run(later)
+    assert len(offers_of(out)) == 1
+    earlier = _firing(account, T0 + timedelta(hours=1), "onboarding_feature_pass", 0)
+    out2, repo = run(earlier, repo=repo)
+    assert offers_of(out2) == []
+    assert reasons(repo, "onboarding_feature_pass") == [
+        "contact policy: quiet period of 1d after an offer"
+    ]

@@ -214,23 +214,27 @@ def _rule_blocked(
     mine = [p for p in history if p.rule == rule.name]
     if any(p.is_open(t) for p in mine):
         return "an offer of this rule is still open"
-    last = max((p.issued_at for p in mine), default=None)
-    if last is not None and t < last + rule.cooldown:
-        return f"cooldown {_human(rule.cooldown)} since the offer of {last.date().isoformat()}"
+    # distances, not "since": an input that arrives late (another topic ran ahead)
+    # is still judged against offers made after it in stream time
+    near = [p.issued_at for p in mine if abs(t - p.issued_at) < rule.cooldown]
+    if near:
+        return f"cooldown {_human(rule.cooldown)} since the offer of {near[-1].date().isoformat()}"
     if rule.after and not any(p.rule in rule.after for p in history):
         return f"comes after {' or '.join(rule.after)}, which was not offered yet"
     return None
 
 
 def _policy_blocks(program: OffersProgram, t: datetime, history: Sequence[PastOffer]) -> str | None:
-    recent = [p.issued_at for p in history if t - program.window < p.issued_at <= t]
+    """Measured both ways from ``t``, so that an input arriving after later ones
+    (the service reads four topics) cannot squeeze an offer in between them:
+    conservative, never more offers than the policy allows in any window."""
+    recent = [p.issued_at for p in history if abs(t - p.issued_at) < program.window]
     if len(recent) >= program.max_offers:
         return (
             f"contact policy: {len(recent)} offers in the last {_human(program.window)}"
             f" (at most {program.max_offers})"
         )
-    last = max((p.issued_at for p in history if p.issued_at <= t), default=None)
-    if last is not None and t < last + program.quiet_period:
+    if any(abs(t - p.issued_at) < program.quiet_period for p in history):
         return f"contact policy: quiet period of {_human(program.quiet_period)} after an offer"
     return None
 
