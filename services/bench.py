@@ -16,7 +16,8 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,10 +39,13 @@ from schemas.events import (
     SubscriptionUpdatedData,
 )
 from services.runtime.codec import encode
+from services.runtime.config import Settings
 from services.runtime.relay import make_producer
+from services.runtime.service import ServiceRuntime, ServiceSpec
 from services.runtime.topics import TopicNames, ensure_topics
 
 T = TypeVar("T")
+S = TypeVar("S", bound=Settings)
 
 
 @dataclass
@@ -183,43 +187,74 @@ async def raw_rate(bootstrap: str, topics: list[str], expected: int) -> float:
         await consumer.stop()
 
 
+def bench_settings(cls: type[S], bootstrap: str, database_url: str) -> S:
+    """Settings on fresh topics (a random prefix) of the given stack."""
+    return cls(
+        kafka_bootstrap=bootstrap,
+        database_url=SecretStr(database_url),
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        session_timeout_ms=6_000,
+    )
+
+
+@asynccontextmanager
+async def throwaway_runtime(spec: ServiceSpec, settings: Settings) -> AsyncIterator[ServiceRuntime]:
+    """A started service in a throw-away schema, dropped at the end."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    spec.schema = schema
+    rt = ServiceRuntime(spec, settings)
+    await rt.start()
+    try:
+        yield rt
+    finally:
+        await rt.stop()
+        async with rt.engine.begin() as conn:
+            await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        await rt.engine.dispose()
+
+
+async def time_consumption(rt: ServiceRuntime, topics: Sequence[str], expected: int) -> Timed:
+    """Waits until ``expected`` records were consumed; timed from the first
+    committed batch (group join excluded) to the last."""
+    first: tuple[float, int] | None = None
+    while True:
+        done = await rt.worker.consumed(topics)
+        now = time.perf_counter()
+        if first is None and done > 0:
+            first = (now, done)
+        if done >= expected:
+            break
+        await asyncio.sleep(0.05)
+    assert first is not None
+    return Timed(seconds=max(now - first[0], 1e-6), untimed=first[1], total=expected)
+
+
+@dataclass(frozen=True)
+class Timed:
+    seconds: float
+    untimed: int  # consumed by the first batch, before the clock started
+    total: int
+
+    @property
+    def rate(self) -> float:
+        timed = self.total - self.untimed
+        return timed / self.seconds if timed > 0 else float("nan")
+
+
 async def run_bench(bootstrap: str, database_url: str, events: int, accounts: int) -> BenchResult:
-    from services.runtime.service import ServiceRuntime
     from services.segmenter.app import TOPICS, load, spec, wall_clock
     from services.segmenter.config import SegmenterSettings
 
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    settings = SegmenterSettings(
-        kafka_bootstrap=bootstrap,
-        database_url=SecretStr(database_url),
-        topic_prefix=prefix,
-        session_timeout_ms=6_000,
-    )
-    names = TopicNames(prefix)
+    settings = bench_settings(SegmenterSettings, bootstrap, database_url)
+    names = TopicNames(settings.topic_prefix)
     await ensure_topics(bootstrap, names, settings.partitions)
     data = synthetic(events, accounts, tenant="bench")
     await load_topic(bootstrap, names, data)
     topics = [names.physical(t) for t in ("events.product", "events.billing")]
     raw = await raw_rate(bootstrap, topics, events)
 
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    bench_spec = spec(load(settings), wall_clock)
-    bench_spec.schema = schema  # a throw-away schema, dropped at the end
-    rt = ServiceRuntime(bench_spec, settings)
-    await rt.start()
-    try:
-        first: tuple[float, int] | None = None
-        while True:
-            done = await rt.worker.consumed(TOPICS)
-            now = time.perf_counter()
-            if first is None and done > 0:
-                first = (now, done)
-            if done >= events:
-                break
-            await asyncio.sleep(0.05)
-        assert first is not None
-        elapsed = max(now - first[0], 1e-6)
-        rate = (events - first[1]) / elapsed if events > first[1] else float("nan")
+    async with throwaway_runtime(spec(load(settings), wall_clock), settings) as rt:
+        timed = await time_consumption(rt, TOPICS, events)
         hist = next(iter(rt.metrics.batch_seconds.collect())).samples
         count = next(s.value for s in hist if s.name.endswith("_count"))
         total = next(s.value for s in hist if s.name.endswith("_sum"))
@@ -235,13 +270,14 @@ async def run_bench(bootstrap: str, database_url: str, events: int, accounts: in
                 if sample.name == "loyalty_messages_published_total"
             )
         )
-    finally:
-        await rt.stop()
-        async with rt.engine.begin() as conn:
-            await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        await rt.engine.dispose()
     return BenchResult(
-        events, accounts, raw, rate, int(count), 1000 * total / count if count else 0.0, transitions
+        events,
+        accounts,
+        raw,
+        timed.rate,
+        int(count),
+        1000 * total / count if count else 0.0,
+        transitions,
     )
 
 

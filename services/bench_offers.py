@@ -6,17 +6,19 @@ service consumes them, timed from its first committed batch to its last."""
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
-from pydantic import SecretStr
 from sqlalchemy import text
 
 from schemas import Event
-from services.bench import load_topic, with_stack
+from services.bench import (
+    bench_settings,
+    load_topic,
+    throwaway_runtime,
+    time_consumption,
+    with_stack,
+)
 from services.runtime.config import Settings
 from services.runtime.topics import TopicNames, ensure_topics
 
@@ -27,7 +29,6 @@ async def run_offers_bench(
     from services.demo import write_history
     from services.offers.app import TOPICS, load, spec
     from services.runtime.program_file import read_program
-    from services.runtime.service import ServiceRuntime
     from services.segmenter.backfill import read_history
     from services.simulate import load_both, simulate
 
@@ -39,47 +40,21 @@ async def run_offers_bench(
     inputs: list[Event] = []
     sim = await simulate(segmenter, offers_program, events, inputs_seen=inputs)
 
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    settings = Settings(
-        kafka_bootstrap=bootstrap,
-        database_url=SecretStr(database_url),
-        topic_prefix=prefix,
-        session_timeout_ms=6_000,
-    )
-    names = TopicNames(prefix)
+    settings = bench_settings(Settings, bootstrap, database_url)
+    names = TopicNames(settings.topic_prefix)
     await ensure_topics(bootstrap, names, settings.partitions)
     await load_topic(bootstrap, names, inputs)
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    bench_spec = spec(load(settings))
-    bench_spec.schema = schema
-    rt = ServiceRuntime(bench_spec, settings)
-    await rt.start()
-    try:
-        first: tuple[float, int] | None = None
-        while True:
-            done = await rt.worker.consumed(TOPICS)
-            now = time.perf_counter()
-            if first is None and done > 0:
-                first = (now, done)
-            if done >= len(inputs):
-                break
-            await asyncio.sleep(0.05)
-        assert first is not None
-        elapsed = max(now - first[0], 1e-6)
+    async with throwaway_runtime(spec(load(settings)), settings) as rt:
+        timed = await time_consumption(rt, TOPICS, len(inputs))
         async with rt.engine.connect() as conn:
             decisions = int((await conn.execute(text("SELECT count(*) FROM offers"))).scalar_one())
-    finally:
-        await rt.stop()
-        async with rt.engine.begin() as conn:
-            await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        await rt.engine.dispose()
-    timed = len(inputs) - first[1]
+    elapsed = timed.seconds
     return [
         f"history        {len(events):,} events, {accounts} accounts, {days} days"
         f" -> {len(inputs):,} offers inputs (events + transitions)",
-        f"offers service {timed / elapsed:>10,.0f} inputs/s  (consume, decide, commit; Postgres)",
+        f"offers service {timed.rate:>10,.0f} inputs/s  (consume, decide, commit; Postgres)",
         f"decisions      {decisions:,} ({sim.decisions:,} in the in-memory simulation)"
-        f" = {decisions * timed / len(inputs) / elapsed:,.0f} decisions/s over {elapsed:.1f}s"
+        f" = {decisions * timed.rate / len(inputs):,.0f} decisions/s over {elapsed:.1f}s"
         " (pro rata to the timed inputs)",
         f"in memory      {sim.offer_inputs / sim.offer_seconds:>10,.0f} inputs/s"
         " (the same logic without I/O)",

@@ -104,32 +104,36 @@ async def _answer(
     change = StatusChange(tenant, offer_id, status, datetime.now(UTC), body.actor, body.comment)
     async with runtime.engine.begin() as conn:
         repo = PostgresOfferRepository(conn)
-        clock = await repo.clock(tenant)
-        current = await repo.offer(tenant, offer_id)
-        if current is None:
+        row = await repo.offer(tenant, offer_id, lock=True)
+        if row is None:
             raise HTTPException(404, f"no offer {offer_id!r} in this tenant")
-        if current["status"] == "issued" and clock is not None and current["expires_at"] <= clock:
-            raise HTTPException(409, f"offer {offer_id} expired at {current['expires_at']}")
-        moved = await repo.set_status(change, ALLOWED_FROM[status])
-        assert moved is not None
-        account, rule, now_status, changed, _ = moved
-        if not changed and now_status != status:
+        if row["status"] == status:  # a repeat: the first answer stands
+            return {"account": row["account"], **_offer_view(row)}
+        if row["status"] not in ALLOWED_FROM[status]:
             raise HTTPException(
-                409, f"offer {offer_id} is {now_status}; only an issued offer can be {status}"
+                409, f"offer {offer_id} is {row['status']}; only an issued offer can be {status}"
             )
-        if changed:
-            uow = UnitOfWork(conn, runtime.names, runtime.spec.name)
-            uow.publish(
-                "offers.decisions",
-                status_event(
-                    tenant, account, offer_id, rule, status, change.at, body.actor, body.comment
-                ),
-            )
-            await uow.flush()
-        row = await repo.offer(tenant, offer_id)
-    if changed:
-        runtime.relay.wake()
-    assert row is not None
+        clock = await repo.clock(tenant)
+        if clock is not None and row["expires_at"] <= clock:
+            raise HTTPException(409, f"offer {offer_id} expired at {row['expires_at']}")
+        await repo.update_statuses([change])
+        uow = UnitOfWork(conn, runtime.names, runtime.spec.name)
+        uow.publish(
+            "offers.decisions",
+            status_event(
+                tenant,
+                row["account"],
+                offer_id,
+                row["rule"],
+                status,
+                change.at,
+                body.actor,
+                body.comment,
+            ),
+        )
+        await uow.flush()
+    runtime.relay.wake()
+    row.update(status=status, actor=body.actor, comment=body.comment, updated_at=change.at)
     return {"account": row["account"], **_offer_view(row)}
 
 

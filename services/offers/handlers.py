@@ -107,8 +107,7 @@ async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence
         fired: list[tuple[Rule, str]] = []
         user_id: str | None = None
         for event in events:
-            data = event.data.model_dump(mode="json")
-            user_id = user_id or data.get("user_id")
+            user_id = user_id or getattr(event.data, "user_id", None)
             if isinstance(event, SegmentEntered | SegmentExited):
                 book.env = engine.snapshot(event.data)
                 if isinstance(event, SegmentEntered):
@@ -117,8 +116,10 @@ async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence
                         for r in program.by_segment.get(event.data.segment, ())
                     ]
             else:
-                rules = program.by_event.get(event.type, ())
-                fired += engine.counts_after(rules, book.counts, event.type, data)
+                rules = program.by_event.get(event.type)
+                if rules:  # the where-fields are compared in their JSON form
+                    data = event.data.model_dump(mode="json")
+                    fired += engine.counts_after(rules, book.counts, event.type, data)
                 if isinstance(event, CreditApplied):
                     changes += _redeem(book, tenant, event, result)
         if not fired:
@@ -130,7 +131,7 @@ async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence
             time=t,
             user_id=user_id,
             fired=tuple(fired),
-            env=book.env if book.env is not None else engine.empty_env(),
+            env=book.env if book.env is not None else engine.UNKNOWN,
         )
         outcome = engine.decide(program, moment, book.offers)
         result.suppressions += [

@@ -128,43 +128,31 @@ class PostgresOfferRepository:
                     for s in suppressions
                 ],
             )
-        for change in changes:
-            await self.set_status(change, ALLOWED_FROM[change.status])
+        await self.update_statuses(changes)  # new offers were written final above
 
-    async def set_status(
-        self, change: StatusChange, allowed_from: tuple[str, ...]
-    ) -> tuple[str, str, str, bool, datetime] | None:
-        """Moves an offer to ``change.status`` if it is in one of ``allowed_from``.
-        Returns (account, rule, status now, whether it moved, expires_at), or None
-        when the tenant has no such offer."""
-        row = (
-            await self.conn.execute(
-                text(
-                    "SELECT account, rule, status, expires_at FROM offers"
-                    " WHERE tenant = :t AND offer_id = :id FOR UPDATE"
-                ),
-                {"t": change.tenant, "id": change.offer_id},
-            )
-        ).first()
-        if row is None:
-            return None
-        account, rule, status, expires_at = row
-        if status not in allowed_from:
-            return account, rule, status, False, expires_at
+    async def update_statuses(self, changes: list[StatusChange]) -> None:
+        """Moves each offer to its new status if it may reach it from where it is."""
+        if not changes:
+            return
         await self.conn.execute(
             text(
                 "UPDATE offers SET status = :s, updated_at = :at, actor = :actor,"
-                " comment = :comment WHERE offer_id = :id"
+                " comment = :comment"
+                " WHERE tenant = :t AND offer_id = :id AND status = ANY(:allowed)"
             ),
-            {
-                "s": change.status,
-                "at": change.at,
-                "actor": change.actor,
-                "comment": change.comment,
-                "id": change.offer_id,
-            },
+            [
+                {
+                    "s": c.status,
+                    "at": c.at,
+                    "actor": c.actor,
+                    "comment": c.comment,
+                    "t": c.tenant,
+                    "id": c.offer_id,
+                    "allowed": list(ALLOWED_FROM[c.status]),
+                }
+                for c in changes
+            ],
         )
-        return account, rule, change.status, True, expires_at
 
     async def advance(self, marks: dict[str, datetime]) -> dict[str, datetime]:
         if not marks:
@@ -212,11 +200,12 @@ class PostgresOfferRepository:
         )
         return [dict(r._mapping) for r in rows.all()]
 
-    async def offer(self, tenant: str, offer_id: str) -> dict[str, Any] | None:
+    async def offer(self, tenant: str, offer_id: str, lock: bool = False) -> dict[str, Any] | None:
         row = await self.conn.execute(
             text(
                 "SELECT offer_id, account, rule, status, decision, actor, comment, issued_at,"
                 " expires_at, updated_at FROM offers WHERE tenant = :t AND offer_id = :id"
+                + (" FOR UPDATE" if lock else "")
             ),
             {"t": tenant, "id": offer_id},
         )

@@ -136,9 +136,10 @@ def snapshot(data: SegmentChangedData) -> dict[str, Any]:
     return env
 
 
-def empty_env() -> dict[str, Any]:
-    """Facts of an account no transition has described yet: all unknown."""
-    return {k: (frozenset() if kind == "set" else None) for k, kind in FEATURE_KINDS.items()}
+UNKNOWN: Mapping[str, Any] = {
+    k: (frozenset() if kind == "set" else None) for k, kind in FEATURE_KINDS.items()
+}
+"""Facts of an account no transition has described yet: all unknown."""
 
 
 def decide(program: OffersProgram, moment: Moment, history: Sequence[PastOffer]) -> Outcome:

@@ -154,14 +154,7 @@ class Trigger:
     nth: int | None = None
 
     def describe(self) -> str:
-        if self.segment is not None:
-            return f"entered segment {self.segment}"
-        where = " and ".join(
-            f"{k} {'== ' + repr(v[0]) if len(v) == 1 else 'in ' + repr(list(v))}"
-            for k, v in self.where
-        )
-        what = f"{self.event}" + (f" where {where}" if where else "")
-        return f"{_ordinal(self.nth)} {what}" if self.nth else what
+        return f"entered segment {self.segment}"
 
     def matches(self, event_type: str, data: dict[str, Any]) -> bool:
         return event_type == self.event and all(data.get(k) in vs for k, vs in self.where)
@@ -183,7 +176,6 @@ class Rule:
     name: str
     description: str
     trigger: Trigger
-    when_source: str
     when: Compiled
     reads: frozenset[str]
     kind: str
@@ -207,10 +199,6 @@ class OffersProgram:
     default_currency: str = "USD"
     by_segment: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
     by_event: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
-
-    @property
-    def event_types(self) -> frozenset[str]:
-        return frozenset(self.by_event)
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -335,7 +323,6 @@ def _compile_rule(
         name=name,
         description=spec.description,
         trigger=trigger,
-        when_source=spec.when,
         when=when,
         reads=referenced_names(spec.when),
         kind=reward.kind,
