@@ -196,6 +196,14 @@ class Explanation(Contract):
     competitors: list[Competitor] = Field(default_factory=list)
 
 
+class AccountContext(Contract):
+    """The account as the offers service saw it when it decided: what the ledger's
+    caps read (ARR for the per-account cap, segments for the usage tier)."""
+
+    arr: Money | None = None
+    segments: list[str] = Field(default_factory=list)
+
+
 class OfferIssuedData(Contract):
     offer_id: Identifier
     rule: Identifier
@@ -206,6 +214,9 @@ class OfferIssuedData(Contract):
     explanation: Explanation | None = None
     holdout: bool = Field(
         default=False, description="True on offer.held_out: recorded, never delivered."
+    )
+    account: AccountContext | None = Field(
+        default=None, description="The account's ARR and segments at the decision."
     )
 
 
@@ -220,16 +231,46 @@ class OfferStatusData(Contract):
 
 
 class CreditGrantedData(Contract):
+    """A final grant. ``amount`` is the credit billing may apply (zero for a reward
+    that is not credit); ``cost`` is its discount-equivalent cost, booked either way."""
+
     credit_id: Identifier
     offer_id: Identifier
     amount: Money
     expires_at: AwareDatetime | None = None
+    kind: str | None = Field(default=None, description="The reward kind.")
+    cost: Money | None = None
+    approval_id: str | None = Field(default=None, description="Set when a human approved it.")
+    actor: str | None = None
+    comment: str | None = Field(default=None, max_length=2000)
 
 
 class CreditRejectedData(Contract):
+    """A final refusal: the cap that bound and the headroom it had left, or the
+    approver who said no."""
+
     offer_id: Identifier
     amount: Money
     reason: str
+    kind: str | None = None
+    cost: Money | None = None
+    cap: str | None = Field(default=None, description="The cap that bound, if one did.")
+    headroom: Money | None = Field(default=None, description="What that cap had left.")
+    approval_id: str | None = None
+    actor: str | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class CreditPendingApprovalData(Contract):
+    """A grant waiting for a human; followed by credit.granted or credit.rejected."""
+
+    approval_id: Identifier
+    offer_id: Identifier
+    amount: Money
+    kind: str
+    cost: Money
+    reason: str = Field(description="The threshold that asked for approval.")
+    expires_at: AwareDatetime = Field(description="Rejected if nobody decides by then.")
 
 
 class TenantKeyAddedData(Contract):
@@ -370,6 +411,11 @@ class CreditRejected(Event):
     data: CreditRejectedData
 
 
+class CreditPendingApproval(Event):
+    type: Literal["credit.pending_approval"]
+    data: CreditPendingApprovalData
+
+
 class TenantKeyAdded(Event):
     """On the ``tenants`` topic; ``subject`` and ``tenant`` are the tenant id."""
 
@@ -399,6 +445,7 @@ AnyEvent = Annotated[
     | OfferRedeemed
     | CreditGranted
     | CreditRejected
+    | CreditPendingApproval
     | TenantKeyAdded,
     Field(discriminator="type"),
 ]
@@ -430,6 +477,7 @@ CATALOG: dict[str, type[Event]] = {
         OfferRedeemed,
         CreditGranted,
         CreditRejected,
+        CreditPendingApproval,
         TenantKeyAdded,
     )
 }

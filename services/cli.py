@@ -165,11 +165,14 @@ def segments_backfill(path: Path, tenant: str, publish: bool) -> int:
 
 def check_program(path: Path | None = None) -> str | None:
     """The program's problems (every service's part) as one message, or None."""
+    from services.ledger.domain.program import load_ledger_program
     from services.runtime.program_file import read_program
     from services.simulate import load_both
 
     try:
-        load_both(read_program(path or Settings().program))
+        raw = read_program(path or Settings().program)
+        load_both(raw)
+        load_ledger_program(raw)
     except ValueError as exc:  # ProgramError, unreadable file, bad YAML
         return str(exc)
     return None
@@ -202,7 +205,7 @@ def offers_simulate(program: Path | None, events: Path, tenant: str) -> int:
 def serve_one(service: str, host: str, port: int) -> int:
     import uvicorn
 
-    if service in ("segmenter", "offers") and (problem := check_program()) is not None:
+    if service in ("segmenter", "offers", "ledger") and (problem := check_program()) is not None:
         print(problem, file=sys.stderr)
         return 2
 

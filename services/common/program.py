@@ -16,3 +16,11 @@ class ProgramError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def where(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location as the start of a problem line."""
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2:
+        return f"{'.'.join(parts[:-1])}, field {parts[-1]!r}: "
+    return f"{'.'.join(parts) or 'program'}: "

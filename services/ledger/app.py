@@ -6,20 +6,35 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.ledger.handlers import apply_offer_decisions
+from services.ledger.api import router
+from services.ledger.domain.program import LedgerProgram, load_ledger_program
+from services.ledger.handlers import LedgerHandler
 from services.runtime.config import Settings
+from services.runtime.program_file import read_program
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
 from services.runtime.worker import FaultHook
 
+TOPICS = ("offers.decisions", "events.billing", "segments.changes")
 
-def spec() -> ServiceSpec:
+
+def load(settings: Settings) -> LedgerProgram:
+    return load_ledger_program(read_program(settings.program))
+
+
+def spec(program: LedgerProgram | None = None) -> ServiceSpec:
+    handler = LedgerHandler(program or LedgerProgram())
     return ServiceSpec(
         name="ledger",
         migrations=Path(__file__).parent / "migrations",
-        handlers={"offers.decisions": apply_offer_decisions},
+        handlers=dict.fromkeys(TOPICS, handler),
     )
 
 
 def create_app(settings: Settings | None = None, fault: FaultHook | None = None) -> FastAPI:
-    runtime = ServiceRuntime(spec(), settings or Settings(), fault=fault)
-    return base_app(runtime, title="loyalty ledger")
+    settings = settings or Settings()
+    program = load(settings)
+    runtime = ServiceRuntime(spec(program), settings, fault=fault)
+    app = base_app(runtime, title="loyalty ledger")
+    app.state.program = program
+    app.include_router(router)
+    return app

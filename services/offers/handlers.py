@@ -164,6 +164,7 @@ def decision_event(
         reason=d.reason,
         explanation=d.explanation,
         holdout=d.holdout,
+        account=d.account,
     )
     common: dict[str, Any] = {
         "source": SOURCE,

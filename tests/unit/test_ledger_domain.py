@@ -1,19 +1,38 @@
-"""The ledger's pure core: every transaction balances or cannot be built."""
+"""The ledger's pure core: every transaction balances or cannot be built; caps
+bind in a fixed order with their headroom; approvals ask by value; redemptions
+spend the oldest expiry first."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import Money
-from schemas.events import OfferIssued, OfferIssuedData, Reward
-from services.ledger.domain import Entry, Transaction, UnbalancedTransaction, grant_for
+from schemas.events import AccountContext, OfferIssued, OfferIssuedData, Reward
+from services.common.program import ProgramError
+from services.ledger.domain import books
+from services.ledger.domain.books import Entry, OpenCredit, Transaction, UnbalancedTransaction
+from services.ledger.domain.decide import BudgetKey, GrantRequest, decide, fmt, needs
+from services.ledger.domain.program import load_ledger_program
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def offer(amount: int | None, currency: str = "USD") -> OfferIssued:
+def usd(amount: int) -> Money:
+    return Money(amount=amount, currency="USD")
+
+
+def offer(
+    amount: int | None,
+    currency: str = "USD",
+    kind: str = "service_credit",
+    cost: int | None = None,
+    arr: int | None = 1_000_000,
+    segments: tuple[str, ...] = ("tier_gold",),
+) -> OfferIssued:
     value = Money(amount=amount, currency=currency) if amount is not None else None
     return OfferIssued(
         id="o-1",
@@ -21,32 +40,71 @@ def offer(amount: int | None, currency: str = "USD") -> OfferIssued:
         type="offer.issued",
         subject="acct-1",
         tenant="t",
-        time=datetime(2026, 11, 1, tzinfo=UTC),
+        time=T0,
         data=OfferIssuedData(
             offer_id="o-1",
             rule="r",
             reason="why",
             reward=Reward(
-                kind="service_credit",
+                kind=kind,  # type: ignore[arg-type]
                 value=value,
-                cost=Money(amount=amount or 0, currency=currency),
+                cost=Money(amount=cost if cost is not None else amount or 0, currency=currency),
+            ),
+            account=AccountContext(
+                arr=Money(amount=arr, currency=currency) if arr is not None else None,
+                segments=list(segments),
             ),
         ),
     )
 
 
+PROGRAM = load_ledger_program(
+    {
+        "segments": {"tier_gold": {}, "tier_silver": {}},
+        "ledger": {
+            "caps": {
+                "account": {"percent_of_arr": 5, "floor": usd(1000).model_dump()},
+                "by_tier": {"tier_gold": usd(40_000).model_dump()},
+                "program": usd(100_000).model_dump(),
+                "by_reward": {"discount": usd(20_000).model_dump()},
+                "liability": usd(30_000).model_dump(),
+            },
+            "approvals": {
+                "above": usd(25_000).model_dump(),
+                "account_over": usd(45_000).model_dump(),
+            },
+        },
+    }
+)
+
+
+def room(req: GrantRequest, **left: int) -> dict[BudgetKey, int]:
+    """Headroom per budget: plenty unless named (program, tier, reward, liability)."""
+    out = {}
+    for n in needs(PROGRAM, req, T0):
+        short = n.key.name.split(":")[0]
+        out[n.key] = left.get(short, 10**9)
+    return out
+
+
 @given(st.integers(1, 10**12), st.sampled_from(["USD", "EUR", "JPY"]))
 def test_a_grant_balances_per_currency(amount: int, currency: str) -> None:
-    grant = grant_for(offer(amount, currency), "c-1")
-    assert grant is not None
-    assert sum(e.amount for e in grant.transaction.entries) == 0
-    assert {e.currency for e in grant.transaction.entries} == {currency}
-    credit = [e for e in grant.transaction.entries if e.ledger_account.startswith("customer")]
+    txn = books.grant("g", "t", "a", Money(amount=amount, currency=currency), usd(1), "x")
+    assert txn is not None
+    assert sum(e.amount for e in txn.entries) == 0
+    assert {e.currency for e in txn.entries} == {currency}
+    credit = [e for e in txn.entries if e.ledger_account.startswith("customer")]
     assert [e.amount for e in credit] == [-amount]  # the liability grows by the grant
 
 
-def test_non_monetary_rewards_grant_no_credit() -> None:
-    assert grant_for(offer(None), "c") is None
+def test_other_rewards_are_booked_at_cost_and_free_ones_not_at_all() -> None:
+    txn = books.grant("g", "t", "a", None, usd(700), "training")
+    assert txn is not None
+    assert {e.ledger_account: e.amount for e in txn.entries} == {
+        books.REWARD_EXPENSE: 700,
+        books.IN_KIND: -700,
+    }
+    assert books.grant("g", "t", "a", None, usd(0), "beta") is None
 
 
 @given(st.lists(st.integers(-(10**9), 10**9).filter(bool), min_size=2, max_size=6))
@@ -58,3 +116,105 @@ def test_unbalanced_or_mixed_currency_transactions_are_refused(amounts: list[int
     mixed = (Entry("a", 5, "USD"), Entry("b", -5, "EUR"))
     with pytest.raises(UnbalancedTransaction):
         Transaction("x", "t", "d", mixed)
+
+
+def test_an_approved_hold_releases_and_grants_in_one_transaction() -> None:
+    grant = books.grant("g", "t", "a", usd(500), usd(500), "x")
+    txn = books.release("r", "t", "a", usd(500), grant, "approved")
+    assert txn is not None
+    by_account: dict[str, int] = {}
+    for e in txn.entries:
+        by_account[e.ledger_account] = by_account.get(e.ledger_account, 0) + e.amount
+    assert by_account == {
+        books.pending_credit("a"): 500,
+        books.APPROVALS_PENDING: -500,
+        books.REWARD_EXPENSE: 500,
+        books.customer_credit("a"): -500,
+    }
+
+
+def test_caps_bind_in_order_with_their_headroom() -> None:
+    req = GrantRequest.of(offer(10_000))
+    assert decide(PROGRAM, req, T0, 0, room(req)).outcome == "grant"
+    # 5 % of 10,000.00 USD ARR = 500.00 USD a year; 450.00 already spent
+    v = decide(PROGRAM, req, T0, 45_000, room(req))
+    assert (v.outcome, v.cap, v.headroom) == ("reject", "account cap", usd(5_000))
+    v = decide(PROGRAM, req, T0, 0, room(req, tier=9_999))
+    assert (v.outcome, v.cap, v.headroom) == ("reject", "tier_gold cap", usd(9_999))
+    assert "has 99.99 USD left; this needs 100.00 USD" in v.reason
+    v = decide(PROGRAM, req, T0, 0, room(req, tier=9_999, program=0))
+    assert v.cap == "tier_gold cap"  # the first in order is reported
+    v = decide(PROGRAM, req, T0, 0, room(req, liability=50))
+    assert (v.cap, v.headroom) == ("liability ceiling", usd(50))
+
+
+def test_the_account_cap_uses_the_floor_without_arr_and_refuses_other_currencies() -> None:
+    req = GrantRequest.of(offer(1_500, arr=None))
+    v = decide(PROGRAM, req, T0, 0, room(req))
+    assert (v.cap, v.headroom) == ("account cap", usd(1_000))
+    eur = GrantRequest.of(offer(100, currency="EUR"))
+    v = decide(PROGRAM, eur, T0, 0, {})
+    assert v.outcome == "reject" and "in USD; a EUR grant" in v.reason
+
+
+def test_approval_is_asked_above_a_value_or_an_account_total() -> None:
+    big = GrantRequest.of(offer(26_000, arr=10_000_000))
+    assert decide(PROGRAM, big, T0, 0, room(big)).outcome == "pending"
+    assert decide(PROGRAM, big, T0, 0, room(big), approved=True).outcome == "grant"
+    small = GrantRequest.of(offer(10_000, arr=10_000_000))
+    v = decide(PROGRAM, small, T0, 40_000, room(small))
+    assert v.outcome == "pending" and "500.00 USD in the window, over 450.00 USD" in v.reason
+
+
+def test_needs_name_the_month_the_tier_and_the_liability() -> None:
+    req = GrantRequest.of(offer(2_000, kind="discount"))
+    assert [(n.key.name, n.key.period, n.amount) for n in needs(PROGRAM, req, T0)] == [
+        ("reward:discount", "2026-11", 2_000),
+        ("tier:tier_gold", "2026-11", 2_000),
+        ("program", "2026-11", 2_000),
+    ]  # a discount is not credit: no liability
+    credit = GrantRequest.of(offer(2_000, cost=1_500, segments=()))
+    assert [(n.key.name, n.amount) for n in needs(PROGRAM, credit, T0)] == [
+        ("program", 1_500),
+        ("liability", 2_000),
+    ]
+
+
+def test_redemptions_spend_the_oldest_expiry_first_and_never_too_much() -> None:
+    credits = [
+        OpenCredit("late", 500, T0 + timedelta(days=60)),
+        OpenCredit("never", 500, None),
+        OpenCredit("soon", 300, T0 + timedelta(days=10)),
+        OpenCredit("gone", 900, T0 - timedelta(days=1)),
+    ]
+    assert books.allocate(credits, 700, T0) == [("soon", 300), ("late", 400)]
+    assert books.allocate(credits, 1_300, T0) == [("soon", 300), ("late", 500), ("never", 500)]
+    assert books.allocate(credits, 1_301, T0) is None  # "gone" expired: not spendable
+    assert books.allocate(credits, 500, T0 + timedelta(days=30)) == [("late", 500)]
+
+
+def test_bad_ledger_sections_are_refused_one_line_per_problem() -> None:
+    with pytest.raises(ProgramError) as err:
+        load_ledger_program(
+            {
+                "segments": {},
+                "ledger": {
+                    "credits_expire_in": "soon",
+                    "caps": {
+                        "by_tier": {"tier_x": usd(1).model_dump()},
+                        "by_reward": {"gold_bars": usd(1).model_dump()},
+                        "program": {"amount": -5, "currency": "USD"},
+                    },
+                },
+            }
+        )
+    problems = "\n".join(err.value.problems)
+    assert "credits_expire_in" in problems
+    assert "unknown segment 'tier_x'" in problems
+    assert "unknown reward 'gold_bars'" in problems
+    assert "caps.program: a negative amount (-5)" in problems
+
+
+def test_money_formats_for_people() -> None:
+    assert fmt(usd(123_456)) == "1,234.56 USD"
+    assert fmt(Money(amount=1500, currency="JPY")) == "1,500 JPY"

@@ -22,7 +22,7 @@ from fractions import Fraction
 from typing import Any
 
 from schemas import Money
-from schemas.events import Competitor, Explanation, Reward, SegmentChangedData
+from schemas.events import AccountContext, Competitor, Explanation, Reward, SegmentChangedData
 from services.offers.domain.program import FEATURE_KINDS, Amount, OffersProgram, Rule
 
 _IDS = uuid.UUID("0b7e4a9c-5a43-4d8e-8a51-6b0b3c1f2d02")
@@ -72,6 +72,7 @@ class Decision:
     expires_at: datetime
     reason: str
     explanation: Explanation
+    account: AccountContext
 
 
 @dataclass
@@ -196,8 +197,18 @@ def decide(program: OffersProgram, moment: Moment, history: Sequence[PastOffer])
                 for s in out.suppressions
             ],
         ),
+        account=account_context(env),
     )
     return out
+
+
+def account_context(env: Mapping[str, Any]) -> AccountContext:
+    """What the ledger's caps read: ARR and segments, as the decision saw them."""
+    arr, currency = env.get("arr"), env.get("currency")
+    return AccountContext(
+        arr=Money(amount=arr, currency=currency) if arr is not None and currency else None,
+        segments=sorted(env.get("segments") or ()),
+    )
 
 
 def _when(rule: Rule, env: Mapping[str, Any]) -> bool:

@@ -1,0 +1,386 @@
+"""Tenant-scoped ledger API: approvals, an account's credit statement, and the
+finance reports (liability, breakage and redemption, cost share of ARR), each
+as JSON or, with ``?format=csv``, as CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schemas.events import OfferIssued
+from services.ledger.adapters.db import PostgresLedgerRepository
+from services.ledger.domain.decide import GrantRequest
+from services.ledger.handlers import Approval, Books
+from services.runtime.service import ServiceRuntime, TenantDep
+from services.runtime.worker import UnitOfWork, is_transient
+
+router = APIRouter(prefix="/v1")
+Format = Literal["json", "csv"]
+
+
+class Decision(BaseModel):
+    """An approver's decision; who it is is required, why is recorded too."""
+
+    model_config = ConfigDict(extra="forbid")
+    actor: str = Field(min_length=1, max_length=200)
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+def _table(rows: list[dict[str, Any]], fmt: Format, name: str) -> Any:
+    if fmt == "json":
+        return {name: rows}
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return Response(out.getvalue(), media_type="text/csv")
+
+
+async def _read(request: Request, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async with request.app.state.runtime.engine.connect() as conn:
+        result = await conn.execute(text(sql), params)
+        return [dict(r._mapping) for r in result]
+
+
+def _approval_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "approval_id": row["offer_id"],
+        "account": row["account"],
+        "rule": row["rule"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "value": row["value"],
+        "cost": row["cost"],
+        "currency": row["currency"],
+        "reason": row["reason"],
+        "requested_at": row["offered_at"],
+        "expires_at": row["approval_expires_at"],
+        "actor": row["actor"],
+        "comment": row["comment"],
+    }
+
+
+@router.get("/approvals")
+async def approvals(
+    tenant: TenantDep, request: Request, status: Literal["pending", "all"] = "pending"
+) -> dict[str, Any]:
+    """Grants waiting for a human (or, with ``status=all``, every grant that did)."""
+    rows = await _read(
+        request,
+        "SELECT * FROM decisions WHERE tenant = :t AND approval_expires_at IS NOT NULL"
+        + (" AND status = 'pending'" if status == "pending" else "")
+        + " ORDER BY offered_at, offer_id LIMIT 1000",
+        {"t": tenant},
+    )
+    return {"approvals": [_approval_view(r) for r in rows]}
+
+
+@router.get("/approvals/{approval_id}")
+async def approval(approval_id: str, tenant: TenantDep, request: Request) -> dict[str, Any]:
+    rows = await _read(
+        request,
+        "SELECT * FROM decisions WHERE tenant = :t AND offer_id = :o"
+        " AND approval_expires_at IS NOT NULL",
+        {"t": tenant, "o": approval_id},
+    )
+    if not rows:
+        raise HTTPException(404, f"no approval {approval_id!r} in this tenant")
+    audit = await _read(
+        request,
+        "SELECT action, actor, comment, outcome, detail, at FROM approval_audit"
+        " WHERE tenant = :t AND offer_id = :o ORDER BY id",
+        {"t": tenant, "o": approval_id},
+    )
+    return {**_approval_view(rows[0]), "audit": audit}
+
+
+async def _settle(
+    runtime: ServiceRuntime,
+    program: Any,
+    tenant: str,
+    approval_id: str,
+    action: Literal["approve", "reject"],
+    body: Decision,
+) -> dict[str, Any]:
+    async with runtime.engine.begin() as conn:
+        repo = PostgresLedgerRepository(conn)
+        row = await repo.decision(tenant, approval_id, lock=True)
+        if row is None or row["approval_expires_at"] is None:
+            raise HTTPException(404, f"no approval {approval_id!r} in this tenant")
+        if row["status"] != "pending":
+            last = await _last_action(conn, tenant, approval_id)
+            if last == action:  # a repeat: the first answer stands
+                return {
+                    "approval_id": approval_id,
+                    "status": row["status"],
+                    "answer": row["answer"],
+                }
+            raise HTTPException(409, f"approval {approval_id} was already settled: {row['status']}")
+        # act as the owner of the offer's partition: the consumer of that partition
+        # holds this lock for each batch, so the caps see one writer at a time
+        await conn.execute(
+            text(
+                "SELECT 1 FROM consumer_offsets WHERE topic = :topic AND partition = :p FOR UPDATE"
+            ),
+            {"topic": runtime.names.physical("offers.decisions"), "p": row["partition"]},
+        )
+        clock = await repo.clock(tenant, row["partition"])
+        at = max(clock or row["offered_at"], row["offered_at"])
+        uow = UnitOfWork(conn, runtime.names, runtime.spec.name)
+        books = Books(uow, program)
+        who = Approval(body.actor, body.comment)
+        if row["approval_expires_at"] <= at:
+            books.refuse_pending(
+                row,
+                row["approval_expires_at"],
+                "expired",
+                f"nobody approved it by {row['approval_expires_at'].isoformat()}",
+            )
+            await books.flush()
+            await uow.flush()
+            status = 409
+        elif action == "approve":
+            offer = OfferIssued.model_validate_json(json.dumps(row["offer"]))
+            req = GrantRequest.of(offer)
+            await books.load([(req, row["partition"], at)])
+            await books.decide(req, row["partition"], at, offer, who)
+            await books.flush()
+            await uow.flush()
+            status = 200
+        else:
+            reason = f"rejected by {body.actor}" + (f": {body.comment}" if body.comment else "")
+            books.refuse_pending(row, at, "reject", reason, who)
+            await books.flush()
+            await uow.flush()
+            status = 200
+        settled = await repo.decision(tenant, approval_id)
+    runtime.relay.wake()
+    assert settled is not None
+    if status == 409:
+        raise HTTPException(409, f"approval {approval_id} expired at {row['approval_expires_at']}")
+    return {"approval_id": approval_id, "status": settled["status"], "answer": settled["answer"]}
+
+
+async def _last_action(conn: AsyncConnection, tenant: str, offer_id: str) -> str | None:
+    rows = await conn.execute(
+        text(
+            "SELECT action FROM approval_audit WHERE tenant = :t AND offer_id = :o"
+            " AND action <> 'requested' ORDER BY id DESC LIMIT 1"
+        ),
+        {"t": tenant, "o": offer_id},
+    )
+    return rows.scalar_one_or_none()
+
+
+async def _settle_with_retry(
+    request: Request,
+    tenant: str,
+    approval_id: str,
+    action: Literal["approve", "reject"],
+    body: Decision,
+) -> dict[str, Any]:
+    runtime = request.app.state.runtime
+    for attempt in range(5):
+        try:
+            return await _settle(
+                runtime, request.app.state.program, tenant, approval_id, action, body
+            )
+        except Exception as exc:  # a deadlock with a pooling batch: retry, it is rare
+            if not is_transient(exc) or attempt == 4:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+@router.post("/approvals/{approval_id}/approve")
+async def approve(
+    approval_id: str, tenant: TenantDep, request: Request, body: Decision
+) -> dict[str, Any]:
+    """Re-checks every cap now, then grants (or rejects, naming the cap). A repeat
+    returns the first answer; 409 once it was settled otherwise or expired."""
+    return await _settle_with_retry(request, tenant, approval_id, "approve", body)
+
+
+@router.post("/approvals/{approval_id}/reject")
+async def reject(
+    approval_id: str, tenant: TenantDep, request: Request, body: Decision
+) -> dict[str, Any]:
+    return await _settle_with_retry(request, tenant, approval_id, "reject", body)
+
+
+# ---------------------------------------------------------------- statements
+
+
+@router.get("/accounts/{account_id}/credits")
+async def statement(account_id: str, tenant: TenantDep, request: Request) -> dict[str, Any]:
+    """Balance per currency, credit pending approval, and every credit with its
+    grant, redemptions and expiry."""
+    params = {"t": tenant, "a": account_id}
+    balances = await _read(
+        request,
+        "SELECT currency, -sum(amount) AS balance FROM entries WHERE tenant = :t"
+        " AND ledger_account = 'customer_credit:' || :a GROUP BY currency ORDER BY currency",
+        params,
+    )
+    pending = await _read(
+        request,
+        "SELECT currency, -sum(amount) AS pending FROM entries WHERE tenant = :t"
+        " AND ledger_account = 'pending_credit:' || :a GROUP BY currency ORDER BY currency",
+        params,
+    )
+    credits = await _read(
+        request,
+        "SELECT credit_id, offer_id, kind, tier, amount, currency, granted_at, expires_at,"
+        " redeemed, expired, amount - redeemed - expired AS remaining FROM credits"
+        " WHERE tenant = :t AND account = :a ORDER BY granted_at, credit_id",
+        params,
+    )
+    moves = await _read(
+        request,
+        "SELECT m.credit_id, m.kind, m.amount, t.booked_at AS at, t.description, m.txn_id"
+        " FROM credit_moves m JOIN transactions t USING (txn_id) JOIN credits c USING (credit_id)"
+        " WHERE c.tenant = :t AND c.account = :a ORDER BY t.booked_at, m.txn_id",
+        params,
+    )
+    by_credit: dict[str, list[dict[str, Any]]] = {}
+    for m in moves:
+        by_credit.setdefault(m.pop("credit_id"), []).append(m)
+    if not credits and not balances and not pending:
+        raise HTTPException(404, f"account {account_id!r} has no credit in this tenant")
+    return {
+        "account": account_id,
+        "balance": {b["currency"]: int(b["balance"]) for b in balances},
+        "pending_approval": {p["currency"]: int(p["pending"]) for p in pending},
+        "credits": [
+            {
+                **c,
+                "redemptions": [
+                    m for m in by_credit.get(c["credit_id"], []) if m["kind"] == "redeemed"
+                ],
+                "expiries": [
+                    m for m in by_credit.get(c["credit_id"], []) if m["kind"] == "expired"
+                ],
+            }
+            for c in credits
+        ],
+    }
+
+
+# ---------------------------------------------------------------- reports
+
+
+@router.get("/reports/liability", response_model=None)
+async def liability(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
+    """Outstanding credit (granted - redeemed - expired) by usage tier and by
+    expiry month."""
+    rows = await _read(
+        request,
+        "SELECT 'tier' AS dimension, coalesce(tier, 'none') AS key, currency,"
+        " sum(amount - redeemed - expired) AS outstanding, count(*) AS credits"
+        " FROM credits WHERE tenant = :t AND redeemed + expired < amount"
+        " GROUP BY 2, 3"
+        " UNION ALL SELECT 'expiry_month', coalesce(to_char(expires_at AT TIME ZONE 'UTC',"
+        " 'YYYY-MM'), 'never'), currency, sum(amount - redeemed - expired), count(*)"
+        " FROM credits WHERE tenant = :t AND redeemed + expired < amount GROUP BY 2, 3"
+        " ORDER BY 1 DESC, 2, 3",
+        {"t": tenant},
+    )
+    return _table([{**r, "outstanding": int(r["outstanding"])} for r in rows], format, "liability")
+
+
+@router.get("/reports/credits", response_model=None)
+async def credit_report(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
+    """Per currency: granted, redeemed, expired (breakage) and outstanding, with
+    the redemption rate (redeemed / granted) and the breakage rate (expired /
+    what has been settled: redeemed + expired)."""
+    rows = await _read(
+        request,
+        "SELECT currency, count(*) AS credits, sum(amount) AS granted, sum(redeemed) AS redeemed,"
+        " sum(expired) AS expired, sum(amount - redeemed - expired) AS outstanding"
+        " FROM credits WHERE tenant = :t GROUP BY currency ORDER BY currency",
+        {"t": tenant},
+    )
+    out = []
+    for r in rows:
+        granted, redeemed, expired = int(r["granted"]), int(r["redeemed"]), int(r["expired"])
+        out.append(
+            {
+                "currency": r["currency"],
+                "credits": r["credits"],
+                "granted": granted,
+                "redeemed": redeemed,
+                "expired": expired,
+                "outstanding": int(r["outstanding"]),
+                "redemption_rate": round(redeemed / granted, 4) if granted else None,
+                "breakage_rate": round(expired / (redeemed + expired), 4)
+                if redeemed + expired
+                else None,
+            }
+        )
+    return _table(out, format, "credits")
+
+
+@router.get("/reports/cost-share", response_model=None)
+async def cost_share(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
+    """Per segment, for the accounts in it now: reward cost granted in the last
+    365 days of stream time as a share of their ARR."""
+    rows = await _read(
+        request,
+        "WITH now_ AS (SELECT coalesce(max(at), now()) AS at FROM ledger_clocks"
+        "  WHERE tenant = :t),"
+        " cost AS (SELECT account, currency, sum(cost) AS cost FROM decisions, now_"
+        "  WHERE tenant = :t AND status = 'granted' AND decided_at > now_.at - interval '365 days'"
+        "  GROUP BY 1, 2)"
+        " SELECT s.segment, p.currency, count(*) AS accounts, sum(p.arr) AS arr,"
+        " coalesce(sum(c.cost), 0) AS cost"
+        " FROM account_profiles p CROSS JOIN unnest(p.segments) AS s(segment)"
+        " LEFT JOIN cost c ON c.account = p.account AND c.currency = p.currency"
+        " WHERE p.tenant = :t AND p.currency IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2",
+        {"t": tenant},
+    )
+    out = [
+        {
+            "segment": r["segment"],
+            "currency": r["currency"],
+            "accounts": r["accounts"],
+            "arr": int(r["arr"] or 0),
+            "cost": int(r["cost"]),
+            "cost_share_of_arr": round(int(r["cost"]) / int(r["arr"]), 6) if r["arr"] else None,
+        }
+        for r in rows
+    ]
+    return _table(out, format, "segments")
+
+
+@router.get("/reports/decisions", response_model=None)
+async def decisions_report(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
+    """Decisions by status and by the cap that bound, with their cost."""
+    rows = await _read(
+        request,
+        "SELECT status, coalesce(cap, '') AS cap, currency, count(*) AS decisions,"
+        " sum(cost) AS cost FROM decisions WHERE tenant = :t GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        {"t": tenant},
+    )
+    return _table([{**r, "cost": int(r["cost"])} for r in rows], format, "decisions")
+
+
+@router.get("/reports/balances", response_model=None)
+async def balances(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
+    """The trial balance: every ledger account kind's balance (customer accounts
+    summed); it sums to zero per currency."""
+    rows = await _read(
+        request,
+        "SELECT split_part(ledger_account, ':', 1) AS ledger_account, currency,"
+        " sum(amount) AS balance FROM entries WHERE tenant = :t GROUP BY 1, 2 ORDER BY 2, 1",
+        {"t": tenant},
+    )
+    return _table([{**r, "balance": int(r["balance"])} for r in rows], format, "balances")
