@@ -127,7 +127,12 @@ class Books:
                 (at, req.cost.amount, req.cost.currency)
             )
             grant = books.grant(
-                f"grant/{req.offer_id}", req.tenant, req.account, req.value, req.cost, _what(req)
+                f"{req.tenant}/grant/{req.offer_id}",
+                req.tenant,
+                req.account,
+                req.value,
+                req.cost,
+                _what(req),
             )
             expires_at = None
             if req.value is not None:
@@ -150,7 +155,7 @@ class Books:
                 )
             if approval is not None:
                 grant = books.release(
-                    f"approve/{req.offer_id}",
+                    f"{req.tenant}/approve/{req.offer_id}",
                     req.tenant,
                     req.account,
                     _held(req),
@@ -183,7 +188,7 @@ class Books:
         else:
             expires = at + self.program.approval_window
             hold = books.hold(
-                f"hold/{req.offer_id}", req.tenant, req.account, _held(req), _what(req)
+                f"{req.tenant}/hold/{req.offer_id}", req.tenant, req.account, _held(req), _what(req)
             )
             if hold is not None:
                 self.txns.append((hold, at))
@@ -289,7 +294,7 @@ class Books:
 
     def _release(self, req: GrantRequest, at: datetime, what: str) -> None:
         txn = books.release(
-            f"release/{req.offer_id}", req.tenant, req.account, _held(req), None, what
+            f"{req.tenant}/release/{req.offer_id}", req.tenant, req.account, _held(req), None, what
         )
         if txn is not None:
             self.txns.append((txn, at))
@@ -462,7 +467,7 @@ class LedgerHandler:
                     f" valid at {event.time.isoformat()}",
                 )
                 continue
-            txn_id = f"redeem/{event.id}"
+            txn_id = f"{event.tenant}/redeem/{event.id}"
             b.txns.append(
                 (
                     books.redeem(txn_id, event.tenant, event.subject, d.amount, d.invoice_id),
@@ -504,7 +509,7 @@ class LedgerHandler:
         for row in await b.repo.due_credits(clocks):
             left = row["amount"] - row["redeemed"] - row["expired"]
             money = Money(amount=left, currency=row["currency"])
-            txn_id = f"expire/{row['credit_id']}"
+            txn_id = f"{row['tenant']}/expire/{row['credit_id']}"
             b.txns.append(
                 (
                     books.expire(txn_id, row["tenant"], row["account"], money, row["credit_id"]),

@@ -1,0 +1,402 @@
+"""The ledger on real Postgres: decisions with caps and approvals, redemption and
+expiry, idempotency, and invariants over random histories (hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import HTTPException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.ledger.api import Decision, _settle
+from services.ledger.domain.program import LedgerProgram, load_ledger_program
+from services.runtime.config import Settings
+from tests.ledger_harness import Harness, credit_applied, ledger_engine, offer_issued, tick, usd
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+SEGMENTS = {"tier_silver": {}, "tier_gold": {}}
+
+
+def program(**ledger: Any) -> LedgerProgram:
+    return load_ledger_program({"segments": SEGMENTS, "ledger": ledger})
+
+
+def m(amount: int) -> dict[str, Any]:
+    return usd(amount).model_dump()
+
+
+@pytest.fixture
+async def engine_url(settings: Settings) -> str:
+    return settings.async_database_url()
+
+
+@pytest.fixture
+async def harness(engine_url: str) -> AsyncIterator[Harness]:
+    engine = await ledger_engine(engine_url)
+    try:
+        yield Harness(
+            engine,
+            program(
+                credits_expire_in="30d",
+                caps={
+                    "account": {"percent_of_arr": 5},
+                    "program": m(10_000),
+                    "by_tier": {"tier_silver": m(3_000)},
+                    "liability": m(8_000),
+                },
+                approvals={"above": m(2_500), "expire_after": "2d"},
+            ),
+        )
+    finally:
+        await engine.dispose()
+
+
+async def test_grants_rejects_with_the_binding_cap_and_holds_for_approval(
+    harness: Harness,
+) -> None:
+    t = "acme"
+    o = [
+        offer_issued(t, "a1", "o1", T0, value=2_000),  # granted
+        offer_issued(t, "a2", "o2", T0, value=2_000, segments=["tier_silver"]),  # granted
+        offer_issued(t, "a3", "o3", T0, value=1_500, segments=["tier_silver"]),  # tier: 1,000 left
+        offer_issued(t, "a4", "o4", T0, value=3_000),  # above 2,500: waits
+        offer_issued(t, "a5", "o5", T0, kind="training", cost=700),  # in kind, booked at cost
+        offer_issued(t, "a6", "o6", T0, value=600, arr=10_000),  # 5 % of 100.00 = 5.00
+    ]
+    assert await harness.apply(o) == []
+    events = {e.data.offer_id: e for e in await harness.published(t)}
+    assert {k: e.type for k, e in events.items()} == {
+        "o1": "credit.granted",
+        "o2": "credit.granted",
+        "o3": "credit.rejected",
+        "o4": "credit.pending_approval",
+        "o5": "credit.granted",
+        "o6": "credit.rejected",
+    }
+    assert (events["o3"].data.cap, events["o3"].data.headroom) == ("tier_silver cap", usd(1_000))
+    assert (events["o6"].data.cap, events["o6"].data.headroom) == ("account cap", usd(500))
+    assert events["o5"].data.amount == usd(0) and events["o5"].data.cost == usd(700)
+    assert events["o1"].data.expires_at == T0 + timedelta(days=30)
+
+    # the same offers again (redelivery, replay): nothing new is booked or published
+    before = await harness.scalar("SELECT count(*) FROM entries")
+    assert await harness.apply(o[::-1]) == []
+    assert await harness.scalar("SELECT count(*) FROM entries") == before
+    assert len(await harness.published(t)) == 6
+
+    balances = {
+        r["acct"]: int(r["balance"])
+        for r in await harness.rows(
+            "SELECT ledger_account AS acct, sum(amount) AS balance FROM entries GROUP BY 1"
+        )
+    }
+    assert balances == {
+        "reward_expense": 2_000 + 2_000 + 700,
+        "customer_credit:a1": -2_000,
+        "customer_credit:a2": -2_000,
+        "rewards_in_kind": -700,
+        "approvals_pending": 3_000,
+        "pending_credit:a4": -3_000,
+    }
+
+
+async def test_an_approval_rechecks_the_caps_and_a_repeat_returns_the_first_answer(
+    harness: Harness,
+) -> None:
+    t = "acme"
+    await harness.apply(
+        [
+            offer_issued(t, "a1", "big-1", T0, value=3_000),
+            offer_issued(t, "a2", "big-2", T0, value=2_900),
+        ]
+    )
+    ok = await _settle(
+        harness.runtime(), harness.program, t, "big-1", "approve", Decision(actor="fin@x")
+    )
+    assert ok["status"] == "granted" and ok["answer"]["data"]["approval_id"] == "big-1"
+    again = await _settle(
+        harness.runtime(), harness.program, t, "big-1", "approve", Decision(actor="fin@x")
+    )
+    assert again == ok
+    with pytest.raises(HTTPException) as conflict:
+        await _settle(harness.runtime(), harness.program, t, "big-1", "reject", Decision(actor="y"))
+    assert conflict.value.status_code == 409
+
+    # meanwhile the liability ceiling filled up: approving now is refused by the cap
+    await harness.apply([offer_issued(t, "a3", "fill", T0, value=2_400)])
+    late = await _settle(
+        harness.runtime(), harness.program, t, "big-2", "approve", Decision(actor="fin@x")
+    )
+    assert late["status"] == "rejected"
+    assert late["answer"]["data"]["cap"] == "liability ceiling"
+    assert late["answer"]["data"]["headroom"] == usd(8_000 - 3_000 - 2_400).model_dump()
+    # the hold was released either way: nothing stays pending
+    assert (
+        await harness.scalar(
+            "SELECT coalesce(sum(amount), 0) FROM entries"
+            " WHERE ledger_account LIKE 'pending_credit:%'"
+        )
+        == 0
+    )
+    audit = await harness.rows(
+        "SELECT offer_id, action, actor, outcome FROM approval_audit ORDER BY id"
+    )
+    assert [(a["offer_id"], a["action"], a["outcome"]) for a in audit] == [
+        ("big-1", "requested", "pending"),
+        ("big-2", "requested", "pending"),
+        ("big-1", "approve", "granted"),
+        ("big-2", "approve", "rejected"),
+    ]
+
+
+async def test_pending_approvals_expire_in_stream_time(harness: Harness) -> None:
+    t = "acme"
+    await harness.apply([offer_issued(t, "a1", "big", T0, value=3_000)])
+    await harness.apply([tick(t, "a1", "tick-1", T0 + timedelta(days=3))])
+    decisions = await harness.published(t)
+    assert [e.type for e in decisions] == ["credit.pending_approval", "credit.rejected"]
+    assert "nobody approved it" in decisions[-1].data.reason
+    with pytest.raises(HTTPException) as conflict:
+        await _settle(harness.runtime(), harness.program, t, "big", "approve", Decision(actor="x"))
+    assert conflict.value.status_code == 409
+
+
+async def test_redemption_spends_oldest_expiry_first_and_refuses_more_than_the_balance(
+    harness: Harness,
+) -> None:
+    t = "acme"
+    await harness.apply(
+        [
+            offer_issued(t, "a1", "c-late", T0, value=1_000, days=60),
+            offer_issued(t, "a1", "c-soon", T0 + timedelta(hours=1), value=1_000, days=10),
+        ]
+    )
+    at = T0 + timedelta(days=1)
+    assert await harness.apply([credit_applied(t, "a1", "r1", "c-late", 1_200, at)]) == []
+    credits = {
+        r["credit_id"]: (r["redeemed"], r["expired"])
+        for r in await harness.rows("SELECT * FROM credits")
+    }
+    assert credits == {"c-soon": (1_000, 0), "c-late": (200, 0)}
+    refused = await harness.apply(
+        [
+            credit_applied(t, "a1", "r2", "c-late", 801, at),
+            credit_applied(t, "a1", "r3", "nope", 1, at),
+            credit_applied(t, "a2", "r4", "c-late", 1, at),
+        ]
+    )
+    reasons = dict(refused)
+    assert "exceeds the account's balance of 800 USD" in reasons["r2"]
+    assert "unknown credit 'nope'" in reasons["r3"]
+    assert "belongs to another account" in reasons["r4"]
+
+    # stream time passes c-late's expiry: what is left is breakage, booked at its expiry
+    await harness.apply([tick(t, "a1", "tick", T0 + timedelta(days=61))])
+    expiry = await harness.rows(
+        "SELECT t.booked_at, e.amount FROM entries e JOIN transactions t USING (txn_id)"
+        " WHERE e.ledger_account = 'breakage'"
+    )
+    assert [(r["booked_at"], r["amount"]) for r in expiry] == [(T0 + timedelta(days=60), -800)]
+    # a redemption dated before the expiry but arriving after it cannot spend it
+    late = await harness.apply([credit_applied(t, "a1", "r5", "c-late", 100, at)])
+    assert late and "balance of 0 USD" in late[0][1]
+    balance = await harness.scalar(
+        "SELECT -sum(amount) FROM entries WHERE ledger_account = 'customer_credit:a1'"
+    )
+    assert balance == 0
+
+
+# ---------------------------------------------------------------- properties
+
+PROP = program(
+    credits_expire_in="20d",
+    caps={
+        "account": {"percent_of_arr": 5, "floor": m(500)},
+        "program": m(6_000),
+        "by_tier": {"tier_gold": m(2_500)},
+        "by_reward": {"discount": m(1_500)},
+        "liability": m(4_000),
+    },
+    approvals={"above": m(1_200), "account_over": m(3_000), "expire_after": "3d"},
+    leases={"slice_percent": 10},
+)
+ACCOUNTS = [f"a{i}" for i in range(5)]
+ARR = dict(zip(ACCOUNTS, [None, 5_000, 40_000, 200_000, 40_000], strict=True))
+"""Fixed per account, so the account cap's allowance is too, whatever the order."""
+KINDS = ["service_credit", "renewal_credit", "discount", "training"]
+
+op = st.one_of(
+    st.tuples(
+        st.just("offer"),
+        st.sampled_from(ACCOUNTS),
+        st.sampled_from(KINDS),
+        st.integers(1, 1_500),
+        st.booleans(),
+    ),
+    st.tuples(st.just("redeem"), st.sampled_from(ACCOUNTS), st.integers(1, 2_000)),
+    st.tuples(st.just("advance"), st.integers(1, 15)),
+    st.tuples(st.just("approve"), st.booleans()),
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=st.lists(op, min_size=5, max_size=30))
+def test_random_histories_keep_the_books_straight(engine_url: str, ops: list[Any]) -> None:
+    asyncio.run(_history(engine_url, ops))
+
+
+async def _history(url: str, ops: list[Any]) -> None:
+    engine = await ledger_engine(url)
+    h = Harness(engine, PROP)
+    t = f"p{uuid.uuid4().hex[:10]}"  # each example is its own tenant
+    part = {a: i % 3 for i, a in enumerate(ACCOUNTS)}
+    now = T0
+    n = 0
+    offered: list[Any] = []
+    try:
+        for o in ops:
+            n += 1
+            if o[0] == "offer":
+                _, account, kind, amount, gold = o
+                e = offer_issued(
+                    t,
+                    account,
+                    f"{t}-o{n}",
+                    now,
+                    kind=kind,
+                    value=amount,
+                    cost=amount,
+                    arr=ARR[account],
+                    segments=["tier_gold"] if gold else [],
+                )
+                offered.append(e)
+                await h.apply([e], part[account])
+            elif o[0] == "redeem":
+                _, account, amount = o
+                credits = await h.rows(
+                    "SELECT credit_id FROM credits WHERE tenant = :t AND account = :a",
+                    t=t,
+                    a=account,
+                )
+                if credits:
+                    e = credit_applied(t, account, f"r{n}", credits[0]["credit_id"], amount, now)
+                    await h.apply([e], part[account])
+            elif o[0] == "advance":
+                now += timedelta(days=o[1])
+                for a in ACCOUNTS:
+                    await h.apply([tick(t, a, f"tick{n}{a}", now)], part[a])
+            else:
+                pending = await h.rows(
+                    "SELECT offer_id FROM decisions WHERE tenant = :t AND status = 'pending'"
+                    " ORDER BY offer_id LIMIT 1",
+                    t=t,
+                )
+                if pending:
+                    action = "approve" if o[1] else "reject"
+                    try:
+                        await _settle(
+                            h.runtime(),
+                            PROP,
+                            t,
+                            pending[0]["offer_id"],
+                            action,
+                            Decision(actor="prop"),
+                        )
+                    except HTTPException as exc:
+                        assert exc.status_code == 409  # expired meanwhile
+        before = await h.scalar("SELECT count(*) FROM transactions WHERE tenant = :t", t=t)
+        await h.apply(offered)  # everything again: never booked twice
+        assert await h.scalar("SELECT count(*) FROM transactions WHERE tenant = :t", t=t) == before
+        await _check_invariants(h, t)
+    finally:
+        await engine.dispose()
+
+
+async def _check_invariants(h: Harness, t: str) -> None:
+    # every transaction balances per currency (also enforced by a constraint trigger)
+    assert not await h.rows(
+        "SELECT txn_id FROM entries WHERE tenant = :t GROUP BY txn_id, currency"
+        " HAVING sum(amount) <> 0",
+        t=t,
+    )
+    # no customer balance is negative
+    assert not await h.rows(
+        "SELECT ledger_account FROM entries WHERE tenant = :t AND (ledger_account LIKE"
+        " 'customer_credit:%' OR ledger_account LIKE 'pending_credit:%')"
+        " GROUP BY 1 HAVING sum(amount) > 0",
+        t=t,
+    )
+    # liability = granted - redeemed - expired, three independent ways
+    liability = -(
+        await h.scalar(
+            "SELECT coalesce(sum(amount), 0) FROM entries WHERE tenant = :t"
+            " AND ledger_account LIKE 'customer_credit:%'",
+            t=t,
+        )
+    )
+    granted = await h.scalar(
+        "SELECT coalesce(sum(value), 0) FROM decisions WHERE tenant = :t AND status = 'granted'",
+        t=t,
+    )
+    redeemed = await h.scalar(
+        "SELECT coalesce(sum(amount), 0) FROM redemptions WHERE tenant = :t", t=t
+    )
+    expired = -(
+        await h.scalar(
+            "SELECT coalesce(sum(amount), 0) FROM entries WHERE tenant = :t"
+            " AND ledger_account = 'breakage'",
+            t=t,
+        )
+    )
+    assert liability == granted - redeemed - expired
+    assert liability == await h.scalar(
+        "SELECT coalesce(sum(amount - redeemed - expired), 0) FROM credits WHERE tenant = :t",
+        t=t,
+    )
+    # no cap is exceeded, recomputed from the decisions themselves
+    granted_rows = await h.rows(
+        "SELECT account, kind, cost, value, tier, arr, decided_at FROM decisions"
+        " WHERE tenant = :t AND status = 'granted' ORDER BY decided_at",
+        t=t,
+    )
+    month: dict[tuple[str, str], int] = defaultdict(int)
+    for r in granted_rows:
+        p = r["decided_at"].strftime("%Y-%m")
+        month[("program", p)] += r["cost"]
+        if r["tier"]:
+            month[(r["tier"], p)] += r["cost"]
+        month[(r["kind"], p)] += r["cost"]
+        window = [
+            x["cost"]
+            for x in granted_rows
+            if x["account"] == r["account"]
+            and r["decided_at"] - timedelta(days=365) < x["decided_at"] <= r["decided_at"]
+        ]
+        allowance = max((r["arr"] or 0) * 5 // 100, 500)
+        assert sum(window) <= allowance, (r, window)
+    for (name, _), total in month.items():
+        cap = {"program": 6_000, "tier_gold": 2_500, "discount": 1_500}.get(name)
+        if cap is not None:
+            assert total <= cap, (name, total)
+    # the liability never passed its ceiling: replay the credit moves in time order
+    moves = await h.rows(
+        "SELECT t.booked_at AS at, e.amount FROM entries e JOIN transactions t USING (txn_id)"
+        " WHERE e.tenant = :t AND e.ledger_account LIKE 'customer_credit:%'"
+        " ORDER BY t.booked_at, e.amount DESC",
+        t=t,
+    )
+    outstanding = 0
+    for mv in moves:
+        outstanding -= mv["amount"]
+        assert outstanding <= 4_000
