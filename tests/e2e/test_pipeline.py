@@ -16,7 +16,8 @@ from services.runtime.config import Settings
 from services.segmenter.app import TOPICS as SEGMENTER_TOPICS
 from services.segmenter.config import SegmenterSettings
 from tests.apps import running, runtime_of
-from tests.kafka_helpers import decoded, read_all
+from tests.kafka_helpers import decoded, produce, read_all
+from tests.ledger_harness import tick
 
 BATCH = {"Content-Type": "application/cloudevents-batch+json"}
 
@@ -124,3 +125,77 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
             ("reward_expense", 5000, "USD"),
             ("customer_credit:acct-42", -5000, "USD"),
         ]
+
+        # billing applies 20.00 of the credit to an invoice: a redemption
+        ledger = clients[3]
+        applied = {
+            "specversion": "1.0",
+            "id": "applied-1",
+            "source": "billing",
+            "subject": "acct-42",
+            "type": "billing.credit_applied",
+            "time": datetime.now(UTC).isoformat(),
+            "data": {
+                "credit_id": granted.data.credit_id,
+                "invoice_id": "inv-1",
+                "amount": {"amount": 2000, "currency": "USD"},
+            },
+        }
+        resp = await clients[0].post("/v1/events", content=json.dumps([applied]), headers=auth)
+        assert resp.status_code == 202, resp.text
+        reader = {"Authorization": f"Bearer {key}"}
+        for _ in range(300):
+            statement = (await ledger.get("/v1/accounts/acct-42/credits", headers=reader)).json()
+            if statement["credits"][0]["redemptions"]:
+                break
+            await asyncio.sleep(0.1)
+        assert statement["balance"] == {"USD": 3000}
+        [credit] = statement["credits"]
+        assert [r["amount"] for r in credit["redemptions"]] == [2000]
+        # by hand: one credit of 50.00, 20.00 redeemed -> 30.00 outstanding, in the
+        # account's tier (10 seats: silver) and in the month the credit expires (90 days)
+        expires = granted.data.expires_at
+        assert expires is not None
+        liability = (await ledger.get("/v1/reports/liability", headers=reader)).json()
+        assert liability["liability"] == [
+            {
+                "dimension": "tier",
+                "key": "tier_silver",
+                "currency": "USD",
+                "outstanding": 3000,
+                "credits": 1,
+            },
+            {
+                "dimension": "expiry_month",
+                "key": expires.strftime("%Y-%m"),
+                "currency": "USD",
+                "outstanding": 3000,
+                "credits": 1,
+            },
+        ]
+
+        # billing's stream moves past the expiry: the 30.00 left is breakage
+        later = tick("acme", "acct-42", "paid-later", expires + timedelta(days=1))
+        await produce(settings.kafka_bootstrap, f"{settings.topic_prefix}events.billing", [later])
+        for _ in range(300):
+            report = (await ledger.get("/v1/reports/credits", headers=reader)).json()
+            if report["credits"][0]["expired"]:
+                break
+            await asyncio.sleep(0.1)
+        assert report["credits"] == [
+            {
+                "currency": "USD",
+                "credits": 1,
+                "granted": 5000,
+                "redeemed": 2000,
+                "expired": 3000,
+                "outstanding": 0,
+                "redemption_rate": 0.4,
+                "breakage_rate": 0.6,
+            }
+        ]
+        csv_text = (await ledger.get("/v1/reports/credits?format=csv", headers=reader)).text
+        assert csv_text.splitlines()[1].startswith("USD,1,5000,2000,3000,0,0.4,0.6")
+        statement = (await ledger.get("/v1/accounts/acct-42/credits", headers=reader)).json()
+        assert statement["balance"] == {"USD": 0}
+        assert [e["amount"] for e in statement["credits"][0]["expiries"]] == [3000]
