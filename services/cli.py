@@ -260,6 +260,7 @@ class Up:
         self.postgres: EmbeddedPostgres | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stop = False
+        self.redeem: list[Any] = []  # credits the demo's billing applies to invoices
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop = True
@@ -363,7 +364,11 @@ class Up:
         from services.demo import run_demo
 
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(self._tail_credits(bootstrap, names, stop))]
+        ledger = f"http://{self.args.host}:{self.args.ledger_port}"
+        tasks = [
+            asyncio.create_task(self._tail_credits(bootstrap, names, stop)),
+            asyncio.create_task(_report_ledger(ledger, ingest, key, self.redeem, stop)),
+        ]
         if self.args.demo:
             tasks.append(
                 asyncio.create_task(run_demo(ingest, key, self.args.demo_accounts, stop=stop))
@@ -398,6 +403,8 @@ class Up:
         granted, cents, last = 0, 0, time.monotonic()
         offers: dict[str, int] = {}
         held = 0
+        rejected: dict[str, int] = {}
+        pending = 0
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500)
@@ -414,12 +421,26 @@ class Up:
                             elif ev.type == "credit.granted":
                                 granted += 1
                                 cents += ev.data.amount.amount
+                                if ev.data.amount.amount and self.args.demo and granted % 2:
+                                    self.redeem.append(ev)  # billing spends every other one
                                 if granted <= 3:
                                     print(
                                         f"credit.granted {ev.subject}: "
                                         f"{ev.data.amount.amount / 100:.2f} "
-                                        f"{ev.data.amount.currency}",
+                                        f"{ev.data.amount.currency} ({ev.data.kind})",
                                         flush=True,
+                                    )
+                            elif ev.type == "credit.rejected":
+                                cap = ev.data.cap or "approver"
+                                rejected[cap] = rejected.get(cap, 0) + 1
+                                if rejected[cap] <= 2:
+                                    print(f"credit.rejected {ev.subject}: {ev.data.reason}")
+                            elif ev.type == "credit.pending_approval":
+                                pending += 1
+                                if pending <= 2:
+                                    print(
+                                        f"credit.pending_approval {ev.subject}:"
+                                        f" {ev.data.reason} (approval {ev.data.approval_id})"
                                     )
                 if time.monotonic() - last > 10 and (granted or offers):
                     total = sum(offers.values())
@@ -427,7 +448,10 @@ class Up:
                     print(
                         f"[offers] {total} decisions, {held} held out"
                         f" ({held / total if total else 0:.0%}): {kinds}\n"
-                        f"[credits] {granted} granted so far, {cents / 100:.2f} in total",
+                        f"[credits] {granted} granted so far, {cents / 100:.2f} in total;"
+                        f" {sum(rejected.values())} rejected"
+                        f" ({', '.join(f'{k} {n}' for k, n in sorted(rejected.items())) or '-'});"
+                        f" {pending} sent for approval",
                         flush=True,
                     )
                     last = time.monotonic()
@@ -449,6 +473,57 @@ class Up:
             self.broker.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+
+async def _report_ledger(
+    ledger: str, ingest: str, key: str, redeem: list[Any], stop: asyncio.Event
+) -> None:
+    """Plays billing in the demo (applies half of every other credit to an invoice)
+    and prints the ledger's credit report every 20 s: does liability add up?"""
+    import httpx
+
+    auth = {"Authorization": f"Bearer {key}"}
+    last = time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as http:
+        while not stop.is_set():
+            await asyncio.sleep(1)
+            while redeem:
+                ev = redeem.pop()
+                applied = {
+                    "specversion": "1.0",
+                    "id": f"applied-{ev.data.credit_id}",
+                    "source": "demo-billing",
+                    "type": "billing.credit_applied",
+                    "subject": ev.subject,
+                    "time": ev.time.isoformat(),
+                    "data": {
+                        "credit_id": ev.data.credit_id,
+                        "invoice_id": f"inv-{ev.data.credit_id[:8]}",
+                        "amount": {
+                            "amount": max(ev.data.amount.amount // 2, 1),
+                            "currency": ev.data.amount.currency,
+                        },
+                    },
+                }
+                with contextlib.suppress(httpx.HTTPError):
+                    await http.post(f"{ingest}/v1/events", json=applied, headers=auth)
+            if time.monotonic() - last < 20:
+                continue
+            last = time.monotonic()
+            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                report = (await http.get(f"{ledger}/v1/reports/credits", headers=auth)).json()
+                waiting = (await http.get(f"{ledger}/v1/approvals", headers=auth)).json()
+                for r in report["credits"]:
+                    adds_up = r["granted"] - r["redeemed"] - r["expired"] == r["outstanding"]
+                    print(
+                        f"[liability] {r['currency']}: granted {r['granted'] / 100:.2f}"
+                        f" - redeemed {r['redeemed'] / 100:.2f} - expired {r['expired'] / 100:.2f}"
+                        f" = outstanding {r['outstanding'] / 100:.2f}"
+                        f" ({'adds up' if adds_up else 'DOES NOT ADD UP'});"
+                        f" {len(waiting['approvals'])} waiting for approval"
+                        f" (GET {ledger}/v1/approvals)",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
