@@ -145,7 +145,9 @@ async def load_topic(bootstrap: str, names: TopicNames, events: list[Event]) -> 
             m = encode(e)
             family = e.type.split(".")[0]
             topic = names.physical(
-                "segments.changes" if family == "segment" else f"events.{family}"
+                {"segment": "segments.changes", "offer": "offers.decisions"}.get(
+                    family, f"events.{family}"
+                )
             )
             futures.append(await producer.send(topic, m.value, key=m.key, headers=m.headers))
         await asyncio.gather(*futures)

@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     boff = bsub.add_parser("offers", help="offers inputs/s and decisions/s on a demo history")
     boff.add_argument("--accounts", type=int, default=1_000)
     boff.add_argument("--days", type=int, default=90)
+    bled = bsub.add_parser("ledger", help="ledger decisions/s, one instance or several")
+    bled.add_argument("--offers", type=int, default=20_000)
+    bled.add_argument("--accounts", type=int, default=5_000)
+    bled.add_argument("--instances", type=int, default=1)
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -129,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         from services.bench_offers import offers_bench_with_embedded
 
         print("\n".join(offers_bench_with_embedded(args.accounts, args.days)))
+        return 0
+    if args.command == "bench" and args.bench_command == "ledger":
+        from services.bench_ledger import ledger_bench_with_embedded
+
+        print("\n".join(ledger_bench_with_embedded(args.offers, args.accounts, args.instances)))
         return 0
     if args.command == "bench":
         from services.bench import bench_with_embedded
