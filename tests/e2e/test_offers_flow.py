@@ -110,16 +110,45 @@ async def test_renewal_and_seat_expansion_offers_reach_billing_except_held_out(
         credits = decoded(
             await read_all(settings.kafka_bootstrap, credits_topic, at_least=2, timeout_s=60)
         )
-        assert sorted((c.subject, c.data.amount.amount) for c in credits) == sorted(
-            [("renewing", 36_000), (seats_account, 5000)]
+        # 360.00 USD is above the default program's 300.00 approval threshold: it waits
+        assert sorted((c.type, c.subject, c.data.amount.amount) for c in credits) == sorted(
+            [
+                ("credit.granted", seats_account, 5000),
+                ("credit.pending_approval", "renewing", 36_000),
+            ]
         )
-        assert {c.data.credit_id for c in credits} == {
+        pending = next(c for c in credits if c.type == "credit.pending_approval")
+        assert pending.data.approval_id == renewal.offer_id
+        assert pending.data.reason == "costs 360.00 USD, above 300.00 USD"
+
+        auth = {"Authorization": f"Bearer {key}"}
+        ledger = clients[2]
+        waiting = await _get_when_authorized(ledger, "/v1/approvals", auth)
+        assert [a["approval_id"] for a in waiting["approvals"]] == [renewal.offer_id]
+        approve = {"actor": "cfo@acme.example", "comment": "renewal at risk"}
+        ok = await ledger.post(
+            f"/v1/approvals/{renewal.offer_id}/approve", json=approve, headers=auth
+        )
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["status"] == "granted"  # caps re-checked: all had room
+        credits = decoded(
+            await read_all(settings.kafka_bootstrap, credits_topic, at_least=3, timeout_s=60)
+        )
+        granted = [c for c in credits if c.type == "credit.granted"]
+        assert {c.data.credit_id for c in granted} == {
             renewal.offer_id,
             by_account[seats_account].data.offer_id,
         }
+        approved = next(c for c in granted if c.subject == "renewing")
+        assert approved.data.actor == "cfo@acme.example"
+        assert approved.data.amount == Money(amount=36_000, currency="USD")
+        detail = (await ledger.get(f"/v1/approvals/{renewal.offer_id}", headers=auth)).json()
+        assert [(a["action"], a["outcome"]) for a in detail["audit"]] == [
+            ("requested", "pending"),
+            ("approve", "granted"),
+        ]
 
         client = clients[1]
-        auth = {"Authorization": f"Bearer {key}"}
         body = await _get_when_authorized(client, f"/v1/accounts/{seats_account}/offers", auth)
         (offer,) = body["offers"]
         assert offer["status"] == "issued"
