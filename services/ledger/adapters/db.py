@@ -99,14 +99,25 @@ class PostgresLedgerRepository:
 
     async def due_approvals(self, clocks: dict[tuple[str, int], datetime]) -> list[dict[str, Any]]:
         """Pending decisions whose approval window closed in their partition's stream time."""
+        return await self._due(
+            "decisions",
+            "x.status = 'pending' AND x.approval_expires_at <= c.at",
+            "x.tenant, x.offer_id",
+            clocks,
+        )
+
+    async def _due(
+        self, table: str, due: str, order: str, clocks: dict[tuple[str, int], datetime]
+    ) -> list[dict[str, Any]]:
+        """Rows of ``table`` (as ``x``) that their (tenant, partition) clock ``c`` made
+        due, locked in ``order``."""
         if not clocks:
             return []
         keys = list(clocks)
         return await self._rows(
-            "SELECT d.* FROM decisions d JOIN " + _CLOCKS + " AS c(tenant, partition, at)"
-            " ON d.tenant = c.tenant AND d.partition = c.partition"
-            " WHERE d.status = 'pending' AND d.approval_expires_at <= c.at"
-            " ORDER BY d.tenant, d.offer_id FOR UPDATE OF d",
+            f"SELECT x.* FROM {table} x JOIN {_CLOCKS} AS c(tenant, partition, at)"
+            f" ON x.tenant = c.tenant AND x.partition = c.partition WHERE {due}"
+            f" ORDER BY {order} FOR UPDATE OF x",
             {
                 "t": [k[0] for k in keys],
                 "p": [k[1] for k in keys],
@@ -176,19 +187,11 @@ class PostgresLedgerRepository:
 
     async def due_credits(self, clocks: dict[tuple[str, int], datetime]) -> list[dict[str, Any]]:
         """Open credits whose expiry their partition's stream time has passed, locked."""
-        if not clocks:
-            return []
-        keys = list(clocks)
-        return await self._rows(
-            "SELECT cr.* FROM credits cr JOIN " + _CLOCKS + " AS c(tenant, partition, at)"
-            " ON cr.tenant = c.tenant AND cr.partition = c.partition"
-            " WHERE cr.redeemed + cr.expired < cr.amount AND cr.expires_at <= c.at"
-            " ORDER BY cr.credit_id FOR UPDATE OF cr",
-            {
-                "t": [k[0] for k in keys],
-                "p": [k[1] for k in keys],
-                "at": [clocks[k] for k in keys],
-            },
+        return await self._due(
+            "credits",
+            "x.redeemed + x.expired < x.amount AND x.expires_at <= c.at",
+            "x.credit_id",
+            clocks,
         )
 
     async def spend_credits(self, moves: Sequence[tuple[str, str, str, int]]) -> None:
