@@ -20,6 +20,7 @@ from schemas.events import (
 from services.runtime.worker import Inbound, UnitOfWork
 from services.segmenter.adapters.db import PostgresAccountRepository
 from services.segmenter.domain import fold
+from services.segmenter.domain.due import TenantIndex
 from services.segmenter.domain.features import AccountState
 from services.segmenter.domain.fold import AccountKey, TenantClock, Transition
 from services.segmenter.domain.program import SegmenterProgram
@@ -29,15 +30,21 @@ _IDS = uuid.UUID("6f1c2b1e-3f7a-4a55-9d9e-2f1f5e0c7a01")
 
 
 class AccountRepository(Protocol):
-    """What the fold needs from storage (Postgres, or a fake in unit tests)."""
+    """What the fold needs from storage (Postgres, memory, or a fake in unit tests)."""
 
     async def load_clocks(self, tenants: Iterable[str]) -> dict[str, TenantClock]: ...
 
     async def load_accounts(self, keys: Iterable[AccountKey]) -> dict[AccountKey, AccountState]: ...
 
-    async def load_tenant_accounts(
-        self, tenant: str, exclude: set[AccountKey]
-    ) -> dict[AccountKey, AccountState]: ...
+    async def load_index(
+        self,
+        program: SegmenterProgram,
+        clock: TenantClock,
+        states: dict[AccountKey, AccountState],
+    ) -> TenantIndex:
+        """The tenant's index over all its accounts. Accounts already in ``states``
+        (this batch's) must be the ones indexed; the others are added to it."""
+        ...
 
     async def save(
         self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
@@ -65,26 +72,26 @@ async def process(
     refused; crossing midnight rolls the tenant over. Live mode (``now`` given):
     an event is refused when it *arrived* (its Kafka timestamp) more than the
     allowed lateness after it happened — a backlog of our own never makes events
-    late — and days are rolled over by :func:`tick` from the wall clock."""
+    late — and days are rolled over by :func:`tick` from the wall clock.
+
+    A rollover or a redraw needs the tenant's index (all its accounts): it is
+    loaded once per batch, when first needed, and only the accounts it touches
+    are written back."""
     result = FoldResult()
     tenants = {i.event.tenant for i in batch}
     clocks = await repo.load_clocks(tenants)
     states = await repo.load_accounts((i.event.tenant, i.event.subject) for i in batch)
-    complete: set[str] = set()
-    # what to write back: the batch's accounts, plus any other account whose
-    # document a rollover or a redraw changed (not the whole tenant every time)
+    indexes: dict[str, TenantIndex] = {}
     dirty: set[AccountKey] = set(states)
-    rolled: set[str] = set()
 
-    async def load_all(clock: TenantClock) -> None:
-        if clock.tenant not in complete:
-            states.update(await repo.load_tenant_accounts(clock.tenant, set(states)))
-            complete.add(clock.tenant)
+    async def index_of(clock: TenantClock) -> TenantIndex:
+        index = indexes.get(clock.tenant)
+        if index is None:
+            index = indexes[clock.tenant] = await repo.load_index(program, clock, states)
+        return index
 
-    async def roll(clock: TenantClock, to_day: int) -> None:
-        await load_all(clock)
-        rolled.add(clock.tenant)  # every account was re-evaluated as of a new day
-        result.transitions.extend(fold.rollover(program, clock, states, to_day))
+    def touched(tenant: str, accounts: Iterable[str]) -> None:
+        dirty.update((tenant, a) for a in accounts)
 
     for item in batch:
         event = item.event
@@ -94,7 +101,9 @@ async def process(
             if reason is None:
                 due = fold.advance(clock, program, event.time)
                 if due is not None:
-                    await roll(clock, due)
+                    rolled, changed = fold.rollover(program, clock, await index_of(clock), due)
+                    result.transitions.extend(rolled)
+                    touched(clock.tenant, changed)
         else:  # live: lateness is judged on arrival; the wall clock moves the day
             reason = fold.arrived_too_late(program, event.time, item.arrival)
             if reason is None:
@@ -109,13 +118,20 @@ async def process(
         result.transitions.extend(fold.apply_event(program, clock, state, event))
         if is_new:
             clock.accounts += 1
+        index = indexes.get(event.tenant)
+        if index is not None:
+            assert clock.stream_day is not None
+            index.sync(event.subject, state, clock.stream_day)
         if clock.needs_rescore(event.time, program.rfm_redraw_every):
-            await load_all(clock)
-            dirty.update(k for k, s in states.items() if k[0] == clock.tenant and s.rfm_moved)
-            redrawn = fold.rescore(program, clock, states, event.time, event.id)
-            dirty.update((t.tenant, t.account) for t in redrawn)
+            redrawn, changed = fold.rescore(
+                program, clock, await index_of(clock), event.time, event.id
+            )
             result.transitions.extend(redrawn)
-    dirty.update(k for k in states if k[0] in rolled)
+            touched(clock.tenant, changed)
+    for tenant, index in indexes.items():
+        for key in dirty:
+            if key[0] == tenant and key not in states:
+                states[key] = index.states[key[1]]
     await repo.save(clocks.values(), {k: states[k] for k in dirty})
     return result
 
@@ -211,9 +227,10 @@ async def tick(
     if due is None:
         await repo.save([clock], {})
         return []
-    states = await repo.load_tenant_accounts(tenant, set())
-    transitions = fold.rollover(program, clock, states, due)
-    await repo.save([clock], states)
+    states: dict[AccountKey, AccountState] = {}
+    index = await repo.load_index(program, clock, states)
+    transitions, changed = fold.rollover(program, clock, index, due)
+    await repo.save([clock], {(tenant, a): index.states[a] for a in changed})
     return transitions
 
 

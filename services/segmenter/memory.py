@@ -7,8 +7,10 @@ import copy
 from collections.abc import Iterable
 
 from services.segmenter.adapters.db import dump_state, load_state
+from services.segmenter.domain.due import TenantIndex
 from services.segmenter.domain.features import AccountState
-from services.segmenter.domain.fold import AccountKey, TenantClock
+from services.segmenter.domain.fold import AccountKey, TenantClock, build_index
+from services.segmenter.domain.program import SegmenterProgram
 
 
 class MemoryAccountRepository:
@@ -27,15 +29,21 @@ class MemoryAccountRepository:
         self.round_trips += 1
         return {k: load_state(self.accounts[k]) for k in set(keys) if k in self.accounts}
 
-    async def load_tenant_accounts(
-        self, tenant: str, exclude: set[AccountKey]
-    ) -> dict[AccountKey, AccountState]:
+    async def load_index(
+        self,
+        program: SegmenterProgram,
+        clock: TenantClock,
+        states: dict[AccountKey, AccountState],
+    ) -> TenantIndex:
         self.round_trips += 1
-        return {
-            k: load_state(v)
-            for k, v in self.accounts.items()
-            if k[0] == tenant and k not in exclude
-        }
+        states.update(
+            {
+                k: load_state(v)
+                for k, v in self.accounts.items()
+                if k[0] == clock.tenant and k not in states
+            }
+        )
+        return build_index(program, clock, states)
 
     async def save(
         self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]

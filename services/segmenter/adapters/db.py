@@ -11,8 +11,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.segmenter.domain.due import TenantIndex
 from services.segmenter.domain.features import AccountState
-from services.segmenter.domain.fold import AccountKey, TenantClock
+from services.segmenter.domain.fold import AccountKey, TenantClock, build_index
+from services.segmenter.domain.program import SegmenterProgram
 from services.segmenter.domain.rfm import RfmBreakpoints
 
 _DATETIMES = (
@@ -116,6 +118,17 @@ class PostgresAccountRepository:
             {"t": [k[0] for k in wanted], "a": [k[1] for k in wanted]},
         )
         return {(t, a): load_state(s) for t, a, s in rows.all()}
+
+    async def load_index(
+        self,
+        program: SegmenterProgram,
+        clock: TenantClock,
+        states: dict[AccountKey, AccountState],
+    ) -> TenantIndex:
+        """Loads (and locks) the tenant's other accounts into ``states`` and indexes
+        them all: a read of the whole tenant, once per batch that needs it."""
+        states.update(await self.load_tenant_accounts(clock.tenant, set(states)))
+        return build_index(program, clock, states)
 
     async def load_tenant_accounts(
         self, tenant: str, exclude: set[AccountKey]

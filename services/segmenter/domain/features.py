@@ -108,6 +108,7 @@ class AccountState:
     segments: dict[str, datetime] = field(default_factory=dict)  # name -> member since
     evaluated_day: int | None = None
     rfm_moved: bool = False  # RFM values changed since the tenant's last breakpoint draw
+    due_day: int | None = 0  # next day a rollover must evaluate it (None: never by time)
 
     # ------------------------------------------------------------ reducer
 

@@ -6,11 +6,15 @@ lateness`` is final: an event older than ``F`` is too late and is refused with a
 reason; any other event is applied exactly. The *stream day* is the UTC day of
 ``F``; segment predicates are evaluated as of that day.
 
-When ``F`` enters a new day, the tenant *rolls over*: for each new day, every
-account's RFM values are recomputed as of that day, the tenant's quintile
-breakpoints are redrawn, and every account is re-evaluated, so that transitions
-caused by time alone (30 days of silence, a renewal date coming closer) happen
-without an event. A rollover's transitions carry the day's start as their time.
+When ``F`` enters a new day, the tenant *rolls over*: for each new day, the
+tenant's quintile breakpoints are redrawn and accounts are re-evaluated as of
+that day, so that transitions caused by time alone (30 days of silence, a
+renewal date coming closer) happen without an event. Only the accounts that can
+change are touched (``due.py``): those whose predicates or raw RFM values time
+alone changes that day, those a moved breakpoint re-scores, and those an event
+touched the day before; the result is exactly that of re-evaluating every
+account (a test keeps the exhaustive fold as the reference). A rollover's
+transitions carry the day's start as their time.
 
 Because rollovers happen at the position in the event sequence where ``F``
 crosses midnight, and everything else is a left fold, the same events in the
@@ -19,7 +23,7 @@ same order give the same memberships and transitions however they are batched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -27,15 +31,16 @@ from typing import Any
 
 from schemas import Event
 from services.segmenter.domain.days import day_of, day_start
-from services.segmenter.domain.features import CHANGED_BY, FEATURES, AccountState, FeatureView
-from services.segmenter.domain.program import SegmenterProgram
-from services.segmenter.domain.rfm import (
-    MIN_ACCOUNTS,
-    NO_BREAKPOINTS,
-    RfmBreakpoints,
-    cell,
-    tenant_breakpoints,
+from services.segmenter.domain.due import TenantIndex, next_due, views
+from services.segmenter.domain.features import (
+    CHANGED_BY,
+    FEATURES,
+    AccountState,
+    FeatureView,
+    min_opt,
 )
+from services.segmenter.domain.program import SegmenterProgram
+from services.segmenter.domain.rfm import MIN_ACCOUNTS, NO_BREAKPOINTS, RfmBreakpoints, cell
 
 AccountKey = tuple[str, str]
 
@@ -151,6 +156,8 @@ def apply_event(
     if before is not None and state.rfm_values(clock.stream_day, program.rfm) != before:
         state.rfm_moved = True
         clock.moved_accounts += 1
+    # evaluated today by this event; what time alone does next is seen tomorrow
+    state.due_day = min_opt(state.due_day, clock.stream_day + 1)
     return evaluate(
         program,
         clock,
@@ -178,68 +185,104 @@ def changed_by(program: SegmenterProgram, event: Event) -> frozenset[str]:
 
 
 def rollover(
-    program: SegmenterProgram,
-    clock: TenantClock,
-    accounts: MutableMapping[AccountKey, AccountState],
-    to_day: int,
-) -> list[Transition]:
-    """Advances the tenant day by day to ``to_day``; ``accounts`` must hold all of
-    the tenant's accounts."""
+    program: SegmenterProgram, clock: TenantClock, index: TenantIndex, to_day: int
+) -> tuple[list[Transition], set[str]]:
+    """Advances the tenant day by day to ``to_day``. Each day it takes the accounts
+    due that day (their values or predicates can change by time alone), brings
+    their RFM values up to the day, redraws the tenant's breakpoints from the
+    index and adds the accounts the redraw re-scores; only those are evaluated,
+    in account order. Returns the transitions and the accounts it changed."""
     assert clock.stream_day is not None
     out: list[Transition] = []
-    mine = sorted(k for k in accounts if k[0] == clock.tenant)
+    touched: set[str] = set()
+    rfm = program.rfm
     for day in range(clock.stream_day + 1, to_day + 1):
-        for key in mine:
-            accounts[key].prune(day, program.rfm)
-        clock.breakpoints = tenant_breakpoints(
-            [accounts[k].rfm_values(day, program.rfm) for k in mine]
-        )
+        due_now = index.pop_due(day)
+        for account in due_now:
+            state = index.states[account]
+            state.prune(day, rfm)
+            index.set_values(account, state.rfm_values(day, rfm))
+        drawn = index.breakpoints()
+        affected = due_now | index.rescored(clock.breakpoints, drawn)
+        clock.breakpoints = drawn
         at = day_start(day)
-        for key in mine:
-            out += evaluate(program, clock, key[1], accounts[key], day, at, None, None)
+        for account in sorted(affected):
+            state = index.states[account]
+            out += evaluate(program, clock, account, state, day, at, None, None)
+            state.due_day = next_due_day(program, clock, state, day)
+            index.set_due(account, state.due_day)
+        touched |= affected
     clock.stream_day = to_day
-    _drawn(clock, accounts, mine)
-    return out
+    touched |= _drawn(clock, index)
+    return out, touched
 
 
-def _drawn(
-    clock: TenantClock, accounts: Mapping[AccountKey, AccountState], mine: list[AccountKey]
-) -> None:
-    clock.accounts = clock.scored_accounts = len(mine)
+def _drawn(clock: TenantClock, index: TenantIndex) -> set[str]:
+    clock.accounts = clock.scored_accounts = len(index)
     clock.moved_accounts = 0
-    for key in mine:
-        accounts[key].rfm_moved = False
+    moved = set(index.moved)
+    for account in moved:
+        index.states[account].rfm_moved = False
+    index.moved.clear()
+    return moved
 
 
 def rescore(
     program: SegmenterProgram,
     clock: TenantClock,
-    accounts: MutableMapping[AccountKey, AccountState],
+    index: TenantIndex,
     at: datetime,
     cause_id: str,
-) -> list[Transition]:
-    """Redraws the tenant's breakpoints now and re-evaluates every account's RFM
-    predicates (``accounts`` must hold all of them); ids derive from the cause."""
+) -> tuple[list[Transition], set[str]]:
+    """Redraws the tenant's breakpoints now and re-evaluates the RFM predicates of
+    the accounts whose scores it changed; ids derive from the cause."""
     assert clock.stream_day is not None
     day = clock.stream_day
-    mine = sorted(k for k in accounts if k[0] == clock.tenant)
-    clock.breakpoints = tenant_breakpoints([accounts[k].rfm_values(day, program.rfm) for k in mine])
-    _drawn(clock, accounts, mine)
+    drawn = index.breakpoints()
+    affected = index.rescored(clock.breakpoints, drawn)
+    clock.breakpoints = drawn
+    touched = _drawn(clock, index)
     clock.rescored_at = at
     out: list[Transition] = []
-    for key in mine:
+    for account in sorted(affected):
+        state = index.states[account]
         out += evaluate(
             program,
             clock,
-            key[1],
-            accounts[key],
+            account,
+            state,
             day,
             at,
-            f"{cause_id}/rescore/{key[1]}",
+            f"{cause_id}/rescore/{account}",
             None,
             frozenset(RFM_FEATURES),
         )
-    return out
+        # its scores moved: what time alone does to it next is evaluated tomorrow
+        state.due_day = min_opt(state.due_day, day + 1)
+        index.set_due(account, state.due_day)
+    return out, touched | affected
+
+
+def next_due_day(
+    program: SegmenterProgram, clock: TenantClock, state: AccountState, as_of: int
+) -> int | None:
+    """The next day time alone can change the account (just evaluated as of ``as_of``)."""
+    view_at = views(lambda day: account_view(program, clock, state, day))
+    return next_due(program.timed, state, as_of, program.rfm, view_at)
+
+
+def build_index(
+    program: SegmenterProgram,
+    clock: TenantClock,
+    accounts: Mapping[AccountKey, AccountState],
+) -> TenantIndex:
+    """The index of a tenant from all of its accounts (as loaded from storage)."""
+    assert clock.stream_day is not None
+    index = TenantIndex(clock.tenant, program.rfm)
+    for (tenant, account), state in accounts.items():
+        if tenant == clock.tenant:
+            index.sync(account, state, clock.stream_day)
+    return index
 
 
 def account_view(

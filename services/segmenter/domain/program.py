@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +22,7 @@ from services.common.expressions import (
     referenced_names,
 )
 from services.common.program import ProgramError, Strict
+from services.segmenter.domain.due import Timing, analyse
 from services.segmenter.domain.features import WINDOWS, EventSelector, RfmConfig
 from services.segmenter.domain.rfm import CELLS
 
@@ -99,6 +101,7 @@ class Segment:
     source: str
     predicate: Compiled
     reads: frozenset[str]  # the features the predicate depends on
+    timing: Timing  # how it can change with time alone (the due index)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,13 @@ class SegmenterProgram:
     rfm: RfmConfig
     segments: tuple[Segment, ...]
     rfm_redraw_every: timedelta = timedelta(minutes=15)
+
+    @cached_property
+    def timed(self) -> tuple[tuple[str, Compiled, Timing], ...]:
+        """The segments that time alone can change, for the due analysis."""
+        return tuple(
+            (s.name, s.predicate, s.timing) for s in self.segments if s.timing.time_features
+        )
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -155,8 +165,9 @@ def load_program(raw: Any) -> SegmenterProgram:
         except ExpressionError as exc:
             problems.append(f"segment {name!r}, field 'when': {exc}")
             continue
+        reads = referenced_names(spec.when)
         segments.append(
-            Segment(name, spec.description, spec.when, predicate, referenced_names(spec.when))
+            Segment(name, spec.description, spec.when, predicate, reads, analyse(spec.when, reads))
         )
     if problems:
         raise ProgramError(problems)
