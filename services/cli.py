@@ -149,13 +149,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def segments_backfill(path: Path, tenant: str, publish: bool) -> int:
+    from services.progress import TerminalProgress
     from services.segmenter.app import load
     from services.segmenter.backfill import BackfillInputError, backfill
     from services.segmenter.config import SegmenterSettings
 
     settings = SegmenterSettings()
     try:
-        report = asyncio.run(backfill(settings, load(settings), path, tenant, publish=publish))
+        with TerminalProgress() as progress:
+            report = asyncio.run(
+                backfill(settings, load(settings), path, tenant, publish=publish, progress=progress)
+            )
     except BackfillInputError as exc:
         print(f"{path}: nothing was written; fix these lines first:", file=sys.stderr)
         for problem in exc.problems:
