@@ -12,13 +12,36 @@ from schemas import Event
 from services.runtime.codec import DecodeError, decode, encode
 
 
-async def produce(bootstrap: str, topic: str, events: Sequence[Event]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+async def produce(
+    bootstrap: str,
+    topic: str,
+    events: Sequence[Event],
+    *,
+    timestamp_ms: int | None = None,
+    one_batch: bool = False,
+) -> None:
+    """Writes ``events`` with the one codec, in order. ``timestamp_ms`` stamps the
+    records (their arrival, as a producer may set it; the send time otherwise);
+    ``one_batch`` sends them together, so that a consumer gets them in one fetch."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=200 if one_batch else 0,
+    )
     await producer.start()
     try:
+        pending = []
         for e in events:
             m = encode(e)
-            await producer.send_and_wait(topic, m.value, key=m.key, headers=m.headers)
+            sent = await producer.send(
+                topic, m.value, key=m.key, headers=m.headers, timestamp_ms=timestamp_ms
+            )
+            if one_batch:
+                pending.append(sent)
+            else:
+                await sent
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
 

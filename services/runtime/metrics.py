@@ -46,6 +46,12 @@ class RuntimeMetrics:
             "Batches retried after a transient error.",
             registry=self.registry,
         )
+        self.batch_rewinds = Counter(
+            "loyalty_batch_rewinds_total",
+            "Batches that failed as a whole (not transient, not one poisoned record)"
+            " and were read again from the stored offsets.",
+            registry=self.registry,
+        )
         self.outbox_backlog = Gauge(
             "loyalty_outbox_backlog", "Outbox rows not yet published.", registry=self.registry
         )

@@ -79,6 +79,8 @@ class ServiceRuntime:
             max_records=settings.batch_max_records,
             poll_ms=settings.consumer_poll_ms,
             linger_ms=settings.batch_linger_ms,
+            max_clock_skew=settings.max_clock_skew,
+            max_attempts=settings.max_attempts,
         )
         self.housekeeper = housekeeper(spec.name, self.engine, settings.dedupe_retention_days)
         self.started = False

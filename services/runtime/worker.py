@@ -16,24 +16,33 @@ say where to resume. On partition assignment the consumer seeks to the offsets
 stored in Postgres, never to Kafka's committed ones (those are written too, best
 effort, only so that standard lag tools work).
 
+Before any handler sees an event, the one decode path here checks it: undecodable
+or invalid messages, and events dated more than ``max_clock_skew`` ahead of their
+arrival (they would move a stream clock into the future), are dead-lettered.
+
 Transient errors (connection loss, serialization failures, deadlocks) retry the
-batch with exponential backoff. A handler that raises on some event makes the
-worker split the batch and dead-letter that event alone, with the error as the
-reason; the rest of the batch is applied.
+batch with exponential backoff. A data error (Postgres refuses a value or a
+constraint: SQLSTATE classes 22 and 23) or a handler error raised while applying a
+batch makes the worker split the batch and dead-letter the record that causes it
+alone, with the error as the reason; the rest of the batch is applied. A handler
+that fails on every event of a batch is retried, but a record that keeps failing
+is dead-lettered after ``max_attempts`` attempts, so no record stalls its partition
+forever.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
+from base64 import b64encode
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -43,7 +52,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas import AnyEvent, Event
-from services.runtime.codec import DecodeError, decode, encode
+from services.runtime.admission import clock_skew_violation, record_arrival
+from services.runtime.codec import DecodeError, KafkaMessage, decode, encode
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.topics import TopicNames
 
@@ -88,7 +98,10 @@ class UnitOfWork:
 
     def publish(self, topic: str, event: Event) -> None:
         """Queue ``event`` for the logical ``topic``; sent after the transaction commits."""
-        msg = encode(event)
+        self.publish_message(topic, encode(event))
+
+    def publish_message(self, topic: str, msg: KafkaMessage) -> None:
+        """Queue an encoded message (see ``codec.encode_fields``) for the logical ``topic``."""
         self._rows.append(_outbox_row(self.names.physical(topic), msg.key, msg.value, msg.headers))
 
     def dead_letter(
@@ -107,17 +120,35 @@ class UnitOfWork:
         )
 
     async def flush(self) -> int:
-        if self._rows:
+        rows = self._rows
+        for start in range(0, len(rows), _FLUSH_ROWS):
+            part = rows[start : start + _FLUSH_ROWS]
+            # one statement with arrays per slice, in queue order (ids follow it)
             await self.conn.execute(
                 text(
                     "INSERT INTO outbox (topic, key, value, headers)"
-                    " VALUES (:topic, :key, :value, CAST(:headers AS jsonb))"
+                    " SELECT t, k, v, CAST(h AS jsonb) FROM unnest(CAST(:t AS text[]),"
+                    " CAST(:k AS bytea[]), CAST(:v AS bytea[]), CAST(:h AS text[]))"
+                    " WITH ORDINALITY AS x(t, k, v, h, n) ORDER BY n"
                 ),
-                self._rows,
+                {
+                    "t": [r["topic"] for r in part],
+                    "k": [r["key"] for r in part],
+                    "v": [r["value"] for r in part],
+                    "h": [r["headers"] for r in part],
+                },
             )
-        n = len(self._rows)
+        n = len(rows)
         self._rows = []
         return n
+
+
+_FLUSH_ROWS = 5_000  # rows per statement: large arrays cost more than they save
+
+
+@lru_cache(maxsize=4096)
+def _json_name(name: str) -> str:
+    return json.dumps(name)
 
 
 def _outbox_row(
@@ -127,7 +158,10 @@ def _outbox_row(
         "topic": topic,
         "key": key,
         "value": value,
-        "headers": json.dumps([[k, base64.b64encode(v).decode()] for k, v in headers]),
+        # the JSON by hand (this runs for every message): names quoted once, cached
+        "headers": "["
+        + ",".join(f'[{_json_name(k)},"{b64encode(v).decode()}"]' for k, v in headers)
+        + "]",
     }
 
 
@@ -161,20 +195,63 @@ async def stop_quietly(closing: Awaitable[object], what: str, timeout_s: float =
         log.warning("%s: unclean stop: %r", what, exc)
 
 
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+"""Connection exception, transaction rollback (serialization failure, deadlock),
+insufficient resources, operator intervention: the infrastructure, not the data."""
+
+DATA_SQLSTATE_CLASSES = ("22", "23")
+"""Data exception (e.g. 22021: a NUL character in a text) and integrity constraint
+violation: the same record fails the same way however often it is retried."""
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, wrapped by SQLAlchemy or raised by asyncpg
+    itself; None for any other error."""
+    errs: list[object] = [exc]
+    if isinstance(exc, sa_exc.DBAPIError):
+        errs += [exc.orig, getattr(exc.orig, "__cause__", None)]
+    for err in errs:
+        state = getattr(err, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return state
+    return None
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Postgres refused a value or a constraint (SQLSTATE class 22 or 23): the record
+    that carries the value is poison, never a reason to retry."""
+    state = sqlstate_of(exc)
+    return state is not None and state[:2] in DATA_SQLSTATE_CLASSES
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying the same batch for: the infrastructure, not the data."""
+    if is_data_error(exc):
+        return False  # even when asyncpg reports it as an interface (client-side) error
     if isinstance(exc, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError, sa_exc.InterfaceError)):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
-        for err in (exc.orig, getattr(exc.orig, "__cause__", None)):
-            state = getattr(err, "sqlstate", None)
-            if isinstance(state, str) and state[:2] in ("08", "40", "53", "57"):
-                return True
+        state = sqlstate_of(exc)
+        if state is not None and state[:2] in TRANSIENT_SQLSTATE_CLASSES:
+            return True
         name = type(getattr(exc.orig, "__cause__", None)).__name__
         return "Connection" in name
     return False
+
+
+def describe_error(exc: BaseException) -> str:
+    """``<type>: <message>`` on one line; for a database error, the driver's own
+    error and SQLSTATE rather than SQLAlchemy's wrapper with the whole statement."""
+    inner: BaseException = exc
+    if isinstance(exc, sa_exc.DBAPIError):
+        cause = getattr(exc.orig, "__cause__", None)
+        inner = cause if isinstance(cause, BaseException) else exc.orig or exc
+    message = " ".join(str(inner).split())
+    state = sqlstate_of(exc)
+    suffix = f" (SQLSTATE {state})" if state is not None and state not in message else ""
+    return f"{type(inner).__name__}: {message}{suffix}"
 
 
 async def keep_first_seen(
@@ -204,15 +281,42 @@ async def keep_first_seen(
 
 class HandlerBroken(Exception):
     """Every event of a batch made the handler fail: the batch is retried (after a
-    rewind and a backoff) instead of being dead-lettered wholesale."""
+    rewind and a backoff) instead of being dead-lettered wholesale. ``record`` is the
+    first record the handler failed on; the error is its reason."""
+
+    def __init__(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        super().__init__(reason)
+        self.record = record
+        self.reason = reason
 
 
 class _RollBack(Exception):
-    pass
+    """Ends a trial transaction; ``handled`` says whether a handler ran (and passed)."""
+
+    def __init__(self, handled: bool) -> None:
+        super().__init__()
+        self.handled = handled
 
 
 class _SplitBatch(Exception):
     """Raised inside the transaction to roll it back and retry record by record."""
+
+
+class _Poison(Exception):
+    """The one record of an isolated batch cannot be applied: ``kind`` says whether
+    the handler failed on it or Postgres refused its data."""
+
+    def __init__(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, kind: Literal["handler", "data"]
+    ) -> None:
+        super().__init__(reason)
+        self.record = record
+        self.reason = reason
+        self.kind = kind
+
+
+RecordKey = tuple[str, int, int]
+"""(physical topic, partition, offset): a record, whichever fetch brought it."""
 
 
 class ConsumerWorker:
@@ -234,7 +338,11 @@ class ConsumerWorker:
         max_records: int = 2_000,
         poll_ms: int = 200,
         linger_ms: int = 50,
+        max_clock_skew: timedelta = timedelta(minutes=5),
+        max_attempts: int = 5,
     ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self.service = service
         self.engine = engine
         self.bootstrap = bootstrap
@@ -248,6 +356,8 @@ class ConsumerWorker:
         self.max_records = max_records
         self.poll_ms = poll_ms
         self.linger_ms = linger_ms
+        self.max_clock_skew = max_clock_skew
+        self.max_attempts = max_attempts
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -255,6 +365,10 @@ class ConsumerWorker:
         self._positions: dict[TopicPartition, int] = {}
         self.assigned: set[TopicPartition] = set()
         self.batches = 0
+        self.rewinds = 0  # batches that failed as a whole and were read again
+        # failed attempts per record since its partition last advanced (not counting
+        # transient errors, which are retried inside one attempt)
+        self._attempts: dict[RecordKey, int] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -324,30 +438,103 @@ class ConsumerWorker:
                     async with self._lock:
                         await self._process_with_retry(records)
                         self.batches += 1
-                except Exception:
+                except Exception as exc:
                     # not transient, not one poisoned event: keep going from what is stored
-                    first = records[0]
-                    log.exception(
-                        "%s: batch from %s[%d]@%d failed; rewinding to the stored offsets",
-                        self.service,
-                        first.topic,
-                        first.partition,
-                        first.offset,
-                    )
-                    await asyncio.sleep(1)
-                    await self._rewind(consumer)
+                    blamed = exc.record if isinstance(exc, HandlerBroken) else records[0]
+                    await self._after_failure(consumer, records, blamed, exc)
                     continue
+                self._succeeded(records)
                 await self._commit_to_kafka(batch)
                 self.on_committed()
             self._update_lag(consumer)
 
-    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+    def _succeeded(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """A batch was applied: its partitions moved on, so their failure counts
+        start again (a record that failed before is behind them now)."""
+        if self._attempts:
+            advanced = {(r.topic, r.partition) for r in records}
+            for key in [k for k in self._attempts if (k[0], k[1]) in advanced]:
+                del self._attempts[key]
+
+    async def _after_failure(
+        self,
+        consumer: AIOKafkaConsumer,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        record: ConsumerRecord[bytes, bytes],
+        exc: Exception,
+    ) -> None:
+        """A batch failed for a reason that is neither transient nor one poisoned
+        record (a handler failing on everything, a bug): rewinds to the stored offsets
+        and tries again after a pause that doubles with each attempt. Once ``record``
+        (the one the failure is blamed on) has failed ``max_attempts`` times it is
+        dead-lettered, whatever the error, so that no record stalls its partition
+        forever."""
+        key: RecordKey = (record.topic, record.partition, record.offset)
+        attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
+        log.error(
+            "%s: batch failed at %s[%d]@%d (attempt %d of %d); rewinding to the stored offsets: %s",
+            self.service,
+            record.topic,
+            record.partition,
+            record.offset,
+            attempts,
+            self.max_attempts,
+            exc,
+            exc_info=exc,
+        )
+        gave_up = False
+        if attempts >= self.max_attempts:
+            reason = f"gave up after {attempts} attempts: " + (
+                exc.reason if isinstance(exc, HandlerBroken) else describe_error(exc)
+            )
+            try:
+                async with self._lock:
+                    await self._dead_letter_alone(record, reason)
+                del self._attempts[key]
+                gave_up = True
+            except Exception as dl_exc:
+                # the database may be what fails: keep the count, try again next time
+                log.warning("%s: cannot dead-letter the record (%s)", self.service, dl_exc)
+        if not gave_up:
+            # 1 s, 2 s, 4 s ... up to 30 s: a broken handler is retried soon at first,
+            # and does not flood the logs and the database while it stays broken
+            await self._pause(min(2.0 ** (attempts - 1), 30.0))
+        self.rewinds += 1
+        self.metrics.batch_rewinds.inc()
+        await self._rewind(consumer, records)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleeps, but no longer than until the worker is asked to stop."""
         try:
-            stored = await self.load_offsets(self.assigned)
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _rewind(
+        self, consumer: AIOKafkaConsumer, failed: Sequence[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """Positions each assigned partition of the ``failed`` batch at its offset in
+        Postgres, or, where none is stored (or it cannot be read), at the batch's first
+        record there: where it was read from, as nothing of it is stored. The other
+        partitions lost nothing. A plain seek needs no broker round trip (a seek to the
+        beginning waits for a ListOffsets answer, for up to the request timeout)."""
+        first: dict[TopicPartition, int] = {}
+        # the consumer's own assignment: ours (``assigned``) lags behind it while the
+        # rebalance listener is still seeking, and a revoked partition cannot be sought
+        assignment = consumer.assignment()
+        for r in failed:
+            tp = TopicPartition(r.topic, r.partition)
+            if tp in assignment:
+                first[tp] = min(first.get(tp, r.offset), r.offset)
+        try:
+            stored = await self.load_offsets(first)
         except Exception as exc:
             log.warning("%s: cannot load offsets to rewind (%s)", self.service, exc)
-            return
-        await self.seek_to_stored(consumer, self.assigned, stored)
+            stored = {}
+        for tp, offset in first.items():
+            target = stored.get(tp, offset)
+            consumer.seek(tp, target)
+            self._positions[tp] = target
 
     async def seek_to_stored(
         self,
@@ -392,35 +579,36 @@ class ConsumerWorker:
     async def _process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         try:
             await self._apply(records, isolate=False)
+            return
         except _SplitBatch:
-            if len(records) > 1 and all([await self._handler_fails(r) for r in records]):
-                # every event of the batch breaks the handler: a bug or an outage,
-                # not poison. Dead-lettering the whole stream would be the worst answer.
-                raise HandlerBroken(f"all {len(records)} events of the batch fail") from None
-            for record in records:
-                try:
-                    await self._apply([record], isolate=True)
-                except _HandlerPoison as poison:
-                    await self._dead_letter_alone(poison.record, poison.reason)
+            pass
+        # every event of the batch that is not poison itself breaks the handler: a bug
+        # or an outage, not poison. Dead-lettering the whole stream would be the worst
+        # answer; apply what comes before the first failure, then rewind and retry.
+        broken = len(records) > 1 and await self._handler_broken(records)
+        for record in records:
+            try:
+                await self._apply([record], isolate=True)
+            except _Poison as poison:
+                if broken and poison.kind == "handler":
+                    raise HandlerBroken(poison.record, poison.reason) from None
+                await self._dead_letter_alone(poison.record, poison.reason)
 
-    async def _handler_fails(self, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """Runs the handler on one record in a transaction that is always rolled back."""
-        try:
-            event = decode(record.value, record.headers or ())
-        except DecodeError:
-            return False  # undecodable is poison of its own kind, not a handler failure
-        topic = self.names.logical(record.topic)
-        item = Inbound(event, topic, record.partition, record.offset, record)
-        try:
-            async with self.engine.begin() as conn:
-                await self.handlers[topic](UnitOfWork(conn, self.names, self.service), [item])
-                raise _RollBack
-        except _RollBack:
-            return False
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            return True
+    async def _handler_broken(self, records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        """True when the handler fails on two or more records of the batch and passes
+        on none; records that are poison of their own kind (undecodable, refused, a
+        data error) or already applied tell nothing either way. Each record is tried
+        alone, exactly as it would be applied, in a transaction that is rolled back."""
+        failed = 0
+        for record in records:
+            try:
+                await self._apply([record], isolate=True, trial=True)
+            except _RollBack as trial:
+                if trial.handled:
+                    return False
+            except _Poison as poison:
+                failed += poison.kind == "handler"
+        return failed >= 2
 
     async def _dead_letter_alone(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         topic = self.names.logical(record.topic)
@@ -432,6 +620,7 @@ class ConsumerWorker:
             uow.dead_letter(record, topic, reason, self.service)
             await uow.flush()
             await self._store_offsets(conn, [record])
+        self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.metrics.dead_lettered(topic).inc()
         log.warning(
             "%s: dead-lettered %s[%d]@%d: %s",
@@ -442,19 +631,38 @@ class ConsumerWorker:
             reason,
         )
 
-    async def _apply(self, records: list[ConsumerRecord[bytes, bytes]], isolate: bool) -> None:
+    def admit(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> Inbound | str:
+        """The one decode path: ``record`` as an event a handler may see, or the reason
+        to dead-letter it — not a valid catalogued CloudEvent, or dated more than
+        ``max_clock_skew`` ahead of its arrival (its Kafka timestamp; ``now``, the
+        wall clock, when it has none)."""
+        try:
+            event = decode(record.value, record.headers or ())
+        except DecodeError as exc:
+            return exc.reason
+        arrival = record_arrival(record.timestamp)
+        too_early = clock_skew_violation(event.time, arrival or now, self.max_clock_skew)
+        if too_early is not None:
+            return too_early
+        topic = self.names.logical(record.topic)
+        return Inbound(event, topic, record.partition, record.offset, record, arrival)
+
+    async def _apply(
+        self, records: list[ConsumerRecord[bytes, bytes]], *, isolate: bool, trial: bool = False
+    ) -> None:
+        """Applies ``records`` in one transaction. A failure that is not transient
+        raises :class:`_SplitBatch` for a batch, :class:`_Poison` for an isolated
+        record; a ``trial`` always ends in :class:`_RollBack`."""
         started = time.perf_counter()
         decoded: list[Inbound] = []
         poison: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        now = datetime.now(UTC)
         for r in records:
-            topic = self.names.logical(r.topic)
-            try:
-                event = decode(r.value, r.headers or ())
-            except DecodeError as exc:
-                poison.append((r, exc.reason))
-                continue
-            arrival = datetime.fromtimestamp(r.timestamp / 1000, UTC) if r.timestamp else None
-            decoded.append(Inbound(event, topic, r.partition, r.offset, r, arrival))
+            admitted = self.admit(r, now)
+            if isinstance(admitted, str):
+                poison.append((r, admitted))
+            else:
+                decoded.append(admitted)
 
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, self.names, self.service)
@@ -465,28 +673,40 @@ class ConsumerWorker:
                 if i.offset >= stored[(self.names.physical(i.topic), i.partition)]
             ]
             poison = [(r, why) for r, why in poison if r.offset >= stored[(r.topic, r.partition)]]
-            fresh = await self._dedupe(conn, fresh_ok)
+            step = "dedupe"
+            fresh: list[Inbound] = []
             try:
+                # everything that touches the records' data, the dedupe insert included:
+                # a value Postgres refuses (a NUL in an id) is the record's fault
+                fresh = await self._dedupe(conn, fresh_ok)
+                step = "handler"
                 for handler, items in self._route(fresh):
                     await handler(uow, items)
+                step = "outbox"
+                for record, reason in poison:
+                    uow.dead_letter(record, self.names.logical(record.topic), reason, self.service)
+                await uow.flush()
             except Exception as exc:
                 if is_transient(exc):
                     raise
+                data = is_data_error(exc)
                 if not isolate:
                     log.warning(
-                        "%s: handler failed on a batch of %d; isolating the poison: %r",
+                        "%s: %s failed on a batch of %d (%s); isolating the poison: %s",
                         self.service,
+                        step,
                         len(records),
-                        exc,
+                        "data error" if data else "not transient",
+                        describe_error(exc),
                     )
                     raise _SplitBatch from exc
                 # one record: it is the poison. Roll back its effects, keep the rest.
-                raise _HandlerPoison(
-                    records[0], f"handler error: {type(exc).__name__}: {exc}"
-                ) from exc
-            for record, reason in poison:
-                uow.dead_letter(record, self.names.logical(record.topic), reason, self.service)
-            await uow.flush()
+                if data:
+                    raise _Poison(records[0], f"data error: {describe_error(exc)}", "data") from exc
+                what = "handler error" if step == "handler" else f"error in {step}"
+                raise _Poison(records[0], f"{what}: {describe_error(exc)}", "handler") from exc
+            if trial:
+                raise _RollBack(handled=bool(fresh))
             await self._store_offsets(conn, records)
             self.fault("before_commit")
         self.fault("after_commit")
@@ -680,13 +900,6 @@ class ConsumerWorker:
                 )
 
 
-class _HandlerPoison(Exception):
-    def __init__(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        super().__init__(reason)
-        self.record = record
-        self.reason = reason
-
-
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, worker: ConsumerWorker) -> None:
         self.worker = worker
@@ -694,6 +907,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.worker._lock:  # let the batch in flight finish first
             self.worker.assigned -= set(revoked)
+            gone = {(tp.topic, tp.partition) for tp in revoked}
+            for key in [k for k in self.worker._attempts if (k[0], k[1]) in gone]:
+                del self.worker._attempts[key]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         worker = self.worker

@@ -176,7 +176,15 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
 
         # billing's stream moves past the expiry: the 30.00 left is breakage
         later = tick("acme", "acct-42", "paid-later", expires + timedelta(days=1))
-        await produce(settings.kafka_bootstrap, f"{settings.topic_prefix}events.billing", [later])
+        # it arrives then, as far as its record says: an event dated more than the
+        # clock skew ahead of its arrival would be dead-lettered, not move the clock
+        arrives = int(later.time.timestamp() * 1000)
+        await produce(
+            settings.kafka_bootstrap,
+            f"{settings.topic_prefix}events.billing",
+            [later],
+            timestamp_ms=arrives,
+        )
         for _ in range(300):
             report = (await ledger.get("/v1/reports/credits", headers=reader)).json()
             if report["credits"][0]["expired"]:

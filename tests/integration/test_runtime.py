@@ -4,19 +4,21 @@ dedupe, dead letters, resume from stored offsets, broker incarnation changes."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from schemas.events import Login, LoginData
+from services.runtime.codec import encode
 from services.runtime.config import Settings
 from services.runtime.db import create_engine
 from services.runtime.service import ServiceRuntime, ServiceSpec
-from services.runtime.worker import Inbound, UnitOfWork
+from services.runtime.worker import Handler, Inbound, UnitOfWork
 from tests.kafka_helpers import decoded, produce, produce_raw, read_all
 
 TENANT = "acme"
@@ -259,22 +261,55 @@ async def always_broken(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
     raise RuntimeError("a bug: every event fails")
 
 
+class Recording:
+    """A test handler that counts its calls and records every event id it was given
+    (trial runs, which are rolled back, included), then does what ``then`` does."""
+
+    def __init__(self, then: Handler = record_and_echo) -> None:
+        self.then = then
+        self.calls = 0
+        self.seen: list[str] = []
+
+    async def __call__(self, uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+        self.calls += 1
+        self.seen.extend(i.event.id for i in batch)
+        await self.then(uow, batch)
+
+
+def runtime_with(
+    handler: Handler, settings: Settings, fixture_migrations: Path, **overrides: object
+) -> ServiceRuntime:
+    spec = ServiceSpec(
+        name="echo", migrations=fixture_migrations, handlers={"events.product": handler}
+    )
+    return ServiceRuntime(spec, settings.model_copy(update=overrides))
+
+
+async def dead_letters(settings: Settings, topic: str, at_least: int) -> dict[str, str]:
+    """The dead letters of ``topic``: event id (``ce_id``) -> ``dlq_reason``."""
+    dlq = await read_all(settings.kafka_bootstrap, f"{topic}.dlq", at_least=at_least)
+    return {
+        dict(r.headers).get("ce_id", b"").decode(): dict(r.headers)["dlq_reason"].decode()
+        for r in dlq
+    }
+
+
 async def test_a_handler_that_fails_on_everything_dead_letters_nothing(
     settings: Settings, fixture_migrations: Path
 ) -> None:
+    """Below the bound of attempts, a broken handler is retried and nothing is
+    dead-lettered, stored or published; once it is fixed, everything is applied."""
     topic = f"{settings.topic_prefix}events.product"
     await produce(settings.kafka_bootstrap, topic, [login(i) for i in range(7)])
-    broken = ServiceSpec(
-        name="echo", migrations=fixture_migrations, handlers={"events.product": always_broken}
-    )
-    rt = ServiceRuntime(broken, settings)
+    broken = Recording(always_broken)
+    rt = runtime_with(broken, settings, fixture_migrations, max_attempts=1000)
     await rt.start()
     try:
-        for _ in range(100):
-            if rt.metrics.batch_retries._value.get() or rt.worker.batches:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(4)  # several failed attempts
+        # several failed attempts, each of which ran the handler (not a timer: a
+        # handler that never ran would never make the worker rewind)
+        await wait_for(lambda: _at_least(rt.worker.rewinds, 3))
+        assert broken.calls >= rt.worker.rewinds >= 3  # each attempt ran the handler
+        assert broken.seen and set(broken.seen) <= {f"ev-{i}" for i in range(7)}
         assert rt.worker.alive
         stored = await rt.worker.consumed(["events.product"])
         async with rt.engine.connect() as conn:
@@ -289,3 +324,168 @@ async def test_a_handler_that_fails_on_everything_dead_letters_nothing(
         assert len(await effects(fixed)) == 7
     finally:
         await fixed.stop()
+
+
+async def _at_least(value: int, n: int) -> bool:
+    return value >= n
+
+
+async def test_a_handler_that_fails_on_everything_gives_up_on_a_record_after_max_attempts(
+    settings: Settings, fixture_migrations: Path
+) -> None:
+    topic = f"{settings.topic_prefix}events.product"
+    doomed = [login(7 * i, f"doomed-{i}") for i in range(3)]  # one account: one partition
+    await produce(settings.kafka_bootstrap, topic, doomed, one_batch=True)
+    broken = Recording(always_broken)
+    rt = runtime_with(broken, settings, fixture_migrations, max_attempts=2)
+    await rt.start()
+    try:
+        await wait_for(lambda: _consumed_at_least(rt, 3))
+        reasons = await dead_letters(settings, topic, at_least=3)
+        error = "handler error: RuntimeError: a bug: every event fails"
+        # the first two fail with the rest of their batch: retried, then given up on
+        assert reasons["doomed-0"] == f"gave up after 2 attempts: {error}"
+        assert reasons["doomed-1"] == f"gave up after 2 attempts: {error}"
+        # the last one fails alone: as any poison, at once
+        assert reasons["doomed-2"] == error
+        assert rt.worker.rewinds >= 4  # two failed attempts each for the first two
+        assert broken.calls >= 4 and "doomed-0" in broken.seen
+        assert rt.worker.alive
+    finally:
+        await rt.stop()
+
+
+async def _consumed_at_least(rt: ServiceRuntime, n: int) -> bool:
+    return await rt.worker.consumed(["events.product"]) >= n
+
+
+async def test_a_handler_failing_on_one_event_dead_letters_that_event_alone(
+    settings: Settings, fixture_migrations: Path
+) -> None:
+    topic = f"{settings.topic_prefix}events.product"
+
+    async def fails_on_one(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+        if any(i.event.id.startswith("breaks-") for i in batch):
+            raise ValueError("this event breaks the handler")
+        await record_and_echo(uow, batch)
+
+    handler = Recording(fails_on_one)
+    rt = runtime_with(handler, settings, fixture_migrations)
+    await rt.start()
+    try:
+        await wait_for(lambda: _assigned(rt))
+        await produce(settings.kafka_bootstrap, topic, [login(5, "breaks-alone")])
+        await wait_for(lambda: _consumed_at_least(rt, 1))
+        # and in a batch with others, on the same partition
+        batch = [login(5, "before"), login(5, "breaks-in-a-batch"), login(5, "after")]
+        await produce(settings.kafka_bootstrap, topic, batch, one_batch=True)
+        await wait_for(lambda: _consumed_at_least(rt, 4))
+        reasons = await dead_letters(settings, topic, at_least=2)
+        assert reasons == {
+            "breaks-alone": "handler error: ValueError: this event breaks the handler",
+            "breaks-in-a-batch": "handler error: ValueError: this event breaks the handler",
+        }
+        assert sorted(await effects(rt)) == ["after", "before"]
+        assert {"breaks-alone", "breaks-in-a-batch"} <= set(handler.seen)
+        assert rt.worker.rewinds == 0
+    finally:
+        await rt.stop()
+
+
+async def _assigned(rt: ServiceRuntime) -> bool:
+    return bool(rt.worker.assigned)
+
+
+async def test_an_event_from_the_future_is_dead_lettered_before_any_handler_sees_it(
+    settings: Settings, fixture_migrations: Path
+) -> None:
+    topic = f"{settings.topic_prefix}events.product"
+    handler = Recording()
+    rt = runtime_with(handler, settings, fixture_migrations)
+    await rt.start()
+    try:
+        now = datetime.now(UTC)
+        events = [  # one account: one partition, in this order
+            login(1, "from-9999").model_copy(update={"time": datetime(9999, 12, 31, tzinfo=UTC)}),
+            login(1, "two-minutes-ahead").model_copy(update={"time": now + timedelta(minutes=2)}),
+            login(1, "after-the-future"),
+        ]
+        await produce(settings.kafka_bootstrap, topic, events)
+        await wait_for(lambda: _consumed_at_least(rt, 3))
+        reasons = await dead_letters(settings, topic, at_least=1)
+        assert list(reasons) == ["from-9999"]
+        assert re.fullmatch(
+            r"event time 9999-12-31T00:00:00\+00:00 is \d+ days, [\d:]+ ahead of its arrival"
+            r" \S+ \(max clock skew 0:05:00\)",
+            reasons["from-9999"],
+        ), reasons["from-9999"]
+        assert "from-9999" not in handler.seen  # so it can move no stream clock
+        assert sorted(await effects(rt)) == ["after-the-future", "two-minutes-ahead"]
+        assert rt.worker.rewinds == 0
+    finally:
+        await rt.stop()
+
+
+async def test_an_event_dated_ahead_of_a_late_arrival_is_judged_by_its_record_timestamp(
+    settings: Settings, fixture_migrations: Path
+) -> None:
+    """The skew is measured against the record's timestamp, not the consumer's
+    clock: a replay of the same records decides the same."""
+    topic = f"{settings.topic_prefix}events.product"
+    stamped = datetime(2026, 1, 1, tzinfo=UTC)
+    ms = int(stamped.timestamp() * 1000)
+    ahead = login(2, "ahead-of-its-record").model_copy(
+        update={"time": stamped + timedelta(minutes=6)}
+    )
+    within = login(2, "within-its-record").model_copy(
+        update={"time": stamped + timedelta(minutes=4)}
+    )
+    await produce(settings.kafka_bootstrap, topic, [ahead, within], timestamp_ms=ms)
+    rt = runtime_with(Recording(), settings, fixture_migrations)
+    await rt.start()
+    try:
+        await wait_for(lambda: _consumed_at_least(rt, 2))
+        reasons = await dead_letters(settings, topic, at_least=1)
+        assert list(reasons) == ["ahead-of-its-record"]
+        assert (
+            "is 0:06:00 ahead of its arrival 2026-01-01T00:00:00+00:00"
+            in (reasons["ahead-of-its-record"])
+        )
+        assert await effects(rt) == ["within-its-record"]
+    finally:
+        await rt.stop()
+
+
+async def test_a_nul_in_an_id_or_an_account_is_dead_lettered_as_a_data_error_without_rewinding(
+    settings: Settings, fixture_migrations: Path
+) -> None:
+    """Postgres refuses a NUL in a text: in the dedupe insert (the id) or in the
+    handler's own insert (the account). Either is the record's fault, not a reason
+    to retry the batch."""
+    topic = f"{settings.topic_prefix}events.product"
+    handler = Recording()
+    rt = runtime_with(handler, settings, fixture_migrations)
+    await rt.start()
+    try:
+        await wait_for(lambda: _assigned(rt))
+        nul_id = login(2, "nul-id")
+        msg = encode(nul_id)
+        headers = [(k, b"nul\x00id" if k == "ce_id" else v) for k, v in msg.headers]
+        await produce_raw(settings.kafka_bootstrap, topic, msg.key, msg.value, headers)
+        nul_account = login(3, "nul-account").model_copy(update={"subject": "acct-\x00"})
+        after = login(2, "after-the-nul")  # the NUL id's account: its partition
+        await produce(settings.kafka_bootstrap, topic, [nul_account, after], one_batch=True)
+        await wait_for(lambda: _consumed_at_least(rt, 3))
+        reasons = await dead_letters(settings, topic, at_least=2)
+        refused = "data error: CharacterNotInRepertoireError: invalid byte sequence for encoding"
+        assert set(reasons) == {"nul\x00id", "nul-account"}
+        assert all(
+            r.startswith(refused) and r.endswith("(SQLSTATE 22021)") for r in reasons.values()
+        )
+        assert "nul\x00id" not in handler.seen  # refused by the dedupe, before the handler
+        assert "nul-account" in handler.seen  # refused by the handler's insert
+        assert await effects(rt) == ["after-the-nul"]
+        assert rt.worker.rewinds == 0
+        assert rt.metrics.batch_retries._value.get() == 0
+    finally:
+        await rt.stop()
