@@ -75,12 +75,108 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 def compile_expression(source: str, names: Mapping[str, str]) -> Compiled:
     """Parses and checks ``source`` against the known feature ``names`` (name -> kind:
-    ``number``, ``text``, ``flag`` or ``set``); returns an evaluator."""
+    ``number``, ``text``, ``flag`` or ``set``); returns an evaluator.
+
+    The evaluator is the expression turned into one Python function (predicates run
+    for every account an event or a day touches). Its semantics are those of the
+    tree of closures :func:`_compile` builds, which it falls back to whenever the
+    fast form meets a ``TypeError`` (a comparison of values of different types,
+    which the closures treat as false); a test holds the two equal."""
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"syntax error at column {exc.offset}: {exc.msg}") from None
-    return _compile(tree.body, names)
+    slow = _compile(tree.body, names)  # also checks names, types and syntax
+    fast = _generate(tree.body)
+
+    def evaluate(env: Mapping[str, Any]) -> Any:
+        try:
+            return fast(env)
+        except TypeError:
+            return slow(env)
+
+    evaluate.slow = slow  # type: ignore[attr-defined]
+    return evaluate
+
+
+def _arith_fn(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def arith(a: Any, b: Any) -> Any:
+        if a is None or b is None:
+            return None
+        try:
+            return op(a, b)
+        except ZeroDivisionError:
+            return None
+
+    return arith
+
+
+def _neg(v: Any) -> Any:
+    return None if v is None else -v
+
+
+_GENERATED_OPS = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.In: "in",
+    ast.NotIn: "not in",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+}
+
+
+def _generate(node: ast.expr) -> Compiled:
+    """The expression (already checked by :func:`_compile`) as one function."""
+    namespace: dict[str, Any] = {f"_f_{k}": fn for k, fn in FUNCTIONS.items()}
+    namespace["_neg"] = _neg
+    for op, arith in _ARITH.items():
+        namespace[f"_a_{op.__name__}"] = _arith_fn(arith)
+    counter = iter(range(1_000_000))
+
+    def temp() -> str:
+        return f"_t{next(counter)}"
+
+    def gen(n: ast.expr) -> str:
+        if isinstance(n, ast.Constant):
+            return repr(n.value)
+        if isinstance(n, ast.Name):
+            return f"env[{n.id!r}]"
+        if isinstance(n, (ast.Tuple, ast.List)):
+            return "(" + "".join(gen(e) + ", " for e in n.elts) + ")"
+        if isinstance(n, ast.BoolOp):
+            joiner = " and " if isinstance(n.op, ast.And) else " or "
+            return "(" + joiner.join(f"bool({gen(v)})" for v in n.values) + ")"
+        if isinstance(n, ast.UnaryOp):
+            if isinstance(n.op, ast.Not):
+                return f"(not {gen(n.operand)})"
+            return f"_neg({gen(n.operand)})"
+        if isinstance(n, ast.BinOp):
+            return f"_a_{type(n.op).__name__}({gen(n.left)}, {gen(n.right)})"
+        if isinstance(n, ast.Call):
+            assert isinstance(n.func, ast.Name)
+            return f"_f_{n.func.id}(" + ", ".join(gen(a) for a in n.args) + ")"
+        if isinstance(n, ast.Compare):
+            left = temp()
+            parts = [f"(({left} := {gen(n.left)}) is not None or True)"]
+            for op, right_node in zip(n.ops, n.comparators, strict=True):
+                right = temp()
+                parts.append(f"(({right} := {gen(right_node)}) is not None or True)")
+                if not isinstance(op, _NULL_SAFE):  # unknown is never less, nor in
+                    parts.append(f"{left} is not None and {right} is not None")
+                parts.append(f"({left} {_GENERATED_OPS[type(op)]} {right})")
+                left = right
+            return "(" + " and ".join(parts) + ")"
+        raise ExpressionError(f"unsupported syntax: {type(n).__name__}")
+
+    source = f"def _predicate(env):\n    return {gen(node)}\n"
+    # only checked nodes reach here: constants as repr(), names known features
+    exec(compile(source, "<expression>", "exec"), namespace)
+    predicate: Compiled = namespace["_predicate"]
+    return predicate
 
 
 def _compile(node: ast.expr, names: Mapping[str, str]) -> Compiled:
