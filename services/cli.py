@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -92,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     boff = bsub.add_parser("offers", help="offers inputs/s and decisions/s on a demo history")
     boff.add_argument("--accounts", type=int, default=1_000)
     boff.add_argument("--days", type=int, default=90)
+    bbf = bsub.add_parser("backfill", help="backfill events/s of a shop history, both orders")
+    bbf.add_argument("--purchases", type=int, default=70_000)
+    bbf.add_argument("--customers", type=int, default=23_500)
+    bbf.add_argument("--days", type=int, default=548)
+    bbf.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    brol = bsub.add_parser("rollover", help="a day rollover with 1 %% / all accounts due")
+    brol.add_argument("--accounts", type=int, default=100_000)
+    brol.add_argument("--json", action="store_true", help="one JSON object on the last line")
     bled = bsub.add_parser("ledger", help="ledger decisions/s, one instance or several")
     bled.add_argument("--offers", type=int, default=20_000)
     bled.add_argument("--accounts", type=int, default=5_000)
@@ -128,6 +137,17 @@ def main(argv: list[str] | None = None) -> int:
 
         n = write_history(args.out, args.accounts, args.days, args.seed)
         print(f"{n} events for {args.accounts} accounts over {args.days} days: {args.out}")
+        return 0
+    if args.command == "bench" and args.bench_command in ("backfill", "rollover"):
+        from services.bench_backfill import backfill_bench_with_embedded, rollover_bench
+
+        if args.bench_command == "backfill":
+            result: Any = backfill_bench_with_embedded(args.purchases, args.customers, args.days)
+        else:
+            result = rollover_bench(args.accounts)
+        print("\n".join(result.lines()))
+        if args.json:
+            print(json.dumps(result.json()))
         return 0
     if args.command == "bench" and args.bench_command == "offers":
         from services.bench_offers import offers_bench_with_embedded

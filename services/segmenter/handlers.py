@@ -17,8 +17,9 @@ from schemas.events import (
     SegmentEntered,
     SegmentExited,
 )
+from services.runtime.codec import KafkaMessage, encode_fields
 from services.runtime.worker import Inbound, UnitOfWork
-from services.segmenter.adapters.db import PostgresAccountRepository
+from services.segmenter.adapters.db import PostgresAccountRepository, StateCache
 from services.segmenter.domain import fold
 from services.segmenter.domain.due import TenantIndex
 from services.segmenter.domain.features import AccountState
@@ -44,6 +45,11 @@ class AccountRepository(Protocol):
     ) -> TenantIndex:
         """The tenant's index over all its accounts. Accounts already in ``states``
         (this batch's) must be the ones indexed; the others are added to it."""
+        ...
+
+    def index_if_held(self, tenant: str) -> TenantIndex | None:
+        """The tenant's index if this storage keeps it in memory between batches
+        (then the fold keeps it current event by event); else None."""
         ...
 
     async def save(
@@ -82,6 +88,10 @@ async def process(
     clocks = await repo.load_clocks(tenants)
     states = await repo.load_accounts((i.event.tenant, i.event.subject) for i in batch)
     indexes: dict[str, TenantIndex] = {}
+    for tenant in tenants:
+        held = repo.index_if_held(tenant)
+        if held is not None:
+            indexes[tenant] = held
     dirty: set[AccountKey] = set(states)
 
     async def index_of(clock: TenantClock) -> TenantIndex:
@@ -136,11 +146,18 @@ async def process(
     return result
 
 
+def _why(t: Transition) -> str:
+    return t.cause_id if t.cause_id is not None else f"{t.account}/day/{t.as_of}"
+
+
+def _transition_id(t: Transition, why: str) -> str:
+    return str(uuid.uuid5(_IDS, f"{t.tenant}/{why}/{t.kind}/{t.segment}"))
+
+
 def transition_event(t: Transition) -> SegmentEntered | SegmentExited:
-    """The transition as an event; its id derives from its cause (an event, or the
-    day of a rollover), so a replay produces the same ids."""
-    why = t.cause_id if t.cause_id is not None else f"{t.account}/day/{t.as_of}"
-    event_id = str(uuid.uuid5(_IDS, f"{t.tenant}/{why}/{t.kind}/{t.segment}"))
+    """The transition as a validated event; its id derives from its cause (an
+    event, or the day of a rollover), so a replay produces the same ids."""
+    why = _why(t)
     data = SegmentChangedData(
         segment=t.segment,
         features=public_features(t.features),
@@ -156,7 +173,7 @@ def transition_event(t: Transition) -> SegmentEntered | SegmentExited:
         cause=why,
     )
     common: dict[str, Any] = {
-        "id": event_id,
+        "id": _transition_id(t, why),
         "source": SOURCE,
         "subject": t.account,
         "tenant": t.tenant,
@@ -166,6 +183,61 @@ def transition_event(t: Transition) -> SegmentEntered | SegmentExited:
     if t.kind == "entered":
         return SegmentEntered(type="segment.entered", **common)
     return SegmentExited(type="segment.exited", **common)
+
+
+def transition_message(t: Transition) -> KafkaMessage:
+    """What :func:`transition_event` encodes to, built straight from the transition
+    without the models (every transition of a backfill goes through here; a test
+    checks that both decode to the same event)."""
+    why = _why(t)
+    f = t.features
+    currency = f["currency"]
+
+    def money(amount: int | None) -> dict[str, Any] | None:
+        return None if amount is None or not currency else {"amount": amount, "currency": currency}
+
+    renewal = f["renewal_date"]
+    features = {
+        "seats_purchased": f["seats_purchased"],
+        "seats_used": f["seats_used"],
+        "mrr": money(f["mrr"]),
+        "arr": money(f["arr"]),
+        "plan": f["plan"],
+        "interval": f["interval"],
+        "subscription_status": f["subscription_status"],
+        "renewal_date": None if renewal is None else renewal.isoformat(),
+        "days_to_renewal": f["days_to_renewal"],
+        "paid_months": f["paid_months"],
+        "tenure_days": f["tenure_days"],
+        "membership": f["membership"],
+        "onboarding_completed": f["onboarding_completed"],
+        "key_actions_30d": f["key_actions_30d"],
+        "active_days_30d": f["active_days_30d"],
+        "active_day_streak": f["active_day_streak"],
+        "weekly_streak": f["weekly_streak"],
+        "features_adopted": sorted(f["adopted"]),
+        "last_nps": f["last_nps"],
+        "open_tickets": f["open_tickets"],
+        "cancellation_requested": f["cancellation_requested"],
+    }
+    data = {
+        "segment": t.segment,
+        "features": features,
+        "rfm": {"r": f["r_score"], "f": f["f_score"], "m": f["m_score"], "cell": f["rfm_cell"]},
+        "as_of": date.fromordinal(t.as_of).isoformat(),
+        "user_id": t.user_id,
+        "segments": list(t.segments),
+        "cause": why,
+    }
+    return encode_fields(
+        type=f"segment.{t.kind}",
+        id=_transition_id(t, why),
+        source=SOURCE,
+        subject=t.account,
+        tenant=t.tenant,
+        time=t.time,
+        data=data,
+    )
 
 
 def public_features(view: Mapping[str, Any]) -> AccountFeatures:
@@ -205,12 +277,18 @@ class SegmenterHandler:
 
     program: SegmenterProgram
     wall_clock: Callable[[], datetime] | None  # None: event time only (replays, tests)
+    cache: StateCache = field(default_factory=StateCache)
 
     async def __call__(self, uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
         now = self.wall_clock() if self.wall_clock else None
-        result = await process(PostgresAccountRepository(uow.conn), self.program, batch, now)
+        repo = PostgresAccountRepository(uow.conn, self.cache)
+        try:
+            result = await process(repo, self.program, batch, now)
+        except BaseException:
+            self.cache.clear()  # the fold may have changed kept states: trust none
+            raise
         for t in result.transitions:
-            uow.publish("segments.changes", transition_event(t))
+            uow.publish_message("segments.changes", transition_message(t))
         for item, reason in result.late:
             uow.reject(item, reason)
 
@@ -240,5 +318,5 @@ async def tick_tenant(
     """:func:`tick` on Postgres, publishing what it caused; returns how many."""
     transitions = await tick(PostgresAccountRepository(uow.conn), program, tenant, now)
     for t in transitions:
-        uow.publish("segments.changes", transition_event(t))
+        uow.publish_message("segments.changes", transition_message(t))
     return len(transitions)

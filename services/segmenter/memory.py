@@ -29,6 +29,9 @@ class MemoryAccountRepository:
         self.round_trips += 1
         return {k: load_state(self.accounts[k]) for k in set(keys) if k in self.accounts}
 
+    def index_if_held(self, tenant: str) -> TenantIndex | None:
+        return None  # built from the stored accounts when a batch needs it
+
     async def load_index(
         self,
         program: SegmenterProgram,

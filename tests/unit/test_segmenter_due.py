@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from schemas import Event
 from schemas.events import NpsSubmitted, NpsSubmittedData
+from services.runtime.codec import decode, encode
 from services.runtime.program_file import read_program
 from services.runtime.worker import Inbound
 from services.segmenter.domain.days import day_of
@@ -22,7 +23,7 @@ from services.segmenter.domain.due import analyse, rfm_value_breaks
 from services.segmenter.domain.features import AccountState
 from services.segmenter.domain.fold import account_view, next_due_day
 from services.segmenter.domain.program import SegmenterProgram, load_program
-from services.segmenter.handlers import process, transition_event
+from services.segmenter.handlers import process, transition_event, transition_message
 from tests.unit.fakes import FakeAccountRepository
 from tests.unit.segmenter_events import (
     at,
@@ -172,6 +173,10 @@ async def compare(program: SegmenterProgram, history: list[Event], chunks: list[
         start += size
     expected = [transition_event(t).model_dump() for t in reference.transitions]
     assert [transition_event(t).model_dump() for t in got] == expected
+    for t in got:  # the fast encoding publishes exactly what the contract encodes
+        fast, model = transition_message(t), encode(transition_event(t))
+        assert (fast.key, fast.value, fast.headers) == (model.key, model.value, model.headers)
+        assert decode(fast.value, fast.headers) == transition_event(t)
     assert late == reference.late
     states = {k: repo.state(*k) for k in repo.accounts}
     assert memberships(states) == memberships(reference.states)

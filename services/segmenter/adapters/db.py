@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,17 +32,9 @@ _DAY_BUCKETS = ("key_actions", "rfm_frequency", "paid")
 
 
 def dump_state(state: AccountState) -> str:
-    """State -> JSON (hand-written: this runs for every account of every batch)."""
-    doc: dict[str, Any] = dict(state.__dict__)
-    for name in _DATETIMES:
-        if doc[name] is not None:
-            doc[name] = doc[name].isoformat()
-    for name in _DAY_BUCKETS:
-        doc[name] = {str(k): v for k, v in doc[name].items()}
-    if doc["renewal_date"] is not None:
-        doc["renewal_date"] = doc["renewal_date"].isoformat()
-    doc["segments"] = {k: v.isoformat() for k, v in doc["segments"].items()}
-    return json.dumps(doc, separators=(",", ":"))
+    """State -> JSON, in pydantic-core (this runs for every account a batch changed):
+    times as RFC 3339, day buckets with their day as the key."""
+    return to_json(state.__dict__).decode()
 
 
 def load_state(raw: Any) -> AccountState:
@@ -63,9 +56,47 @@ _CLOCKS = (
 )
 
 
+class StateCache:
+    """The account states this process last wrote, with the row version it wrote.
+
+    A batch reads an account's row version (cheap) and its JSON state only when
+    the version is not the one kept here: another instance (a rebalance), a
+    rollover or a backfill wrote it since. The version is the writing
+    transaction's id, which no other write ever has: a write that did not commit
+    leaves a version the table never shows, so its entries reload by themselves.
+    A batch that fails inside the fold may have changed kept objects before
+    writing them: :meth:`clear` then."""
+
+    def __init__(self, limit: int = 250_000) -> None:
+        self.limit = limit
+        self._entries: dict[AccountKey, tuple[int, AccountState]] = {}
+
+    def version(self, key: AccountKey) -> int | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def state(self, key: AccountKey, version: int) -> AccountState | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] == version else None
+
+    def put(self, key: AccountKey, version: int, state: AccountState) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = (version, state)
+        if len(self._entries) > self.limit:  # the oldest written go first
+            for old in list(self._entries)[: self.limit // 10]:
+                del self._entries[old]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class PostgresAccountRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, cache: StateCache | None = None) -> None:
         self.conn = conn
+        self.cache = cache
 
     async def load_clocks(self, tenants: Iterable[str]) -> dict[str, TenantClock]:
         """Locks (creating if needed) the clocks of ``tenants``, in a fixed order."""
@@ -108,16 +139,33 @@ class PostgresAccountRepository:
         wanted = sorted(set(keys))
         if not wanted:
             return {}
+        cache = self.cache
+        known = [(cache.version(k) if cache is not None else None) for k in wanted]
         rows = await self.conn.execute(
             text(
-                "SELECT a.tenant, a.account, a.state FROM accounts a"
-                " JOIN unnest(CAST(:t AS text[]), CAST(:a AS text[])) AS k(tenant, account)"
+                "SELECT a.tenant, a.account, a.version,"
+                " CASE WHEN a.version IS NOT DISTINCT FROM k.known THEN NULL ELSE a.state END"
+                " FROM accounts a"
+                " JOIN unnest(CAST(:t AS text[]), CAST(:a AS text[]), CAST(:v AS bigint[]))"
+                " AS k(tenant, account, known)"
                 " ON a.tenant = k.tenant AND a.account = k.account"
                 " ORDER BY a.tenant, a.account FOR UPDATE OF a"
             ),
-            {"t": [k[0] for k in wanted], "a": [k[1] for k in wanted]},
+            {"t": [k[0] for k in wanted], "a": [k[1] for k in wanted], "v": known},
         )
-        return {(t, a): load_state(s) for t, a, s in rows.all()}
+        return {(t, a): self._state((t, a), v, s) for t, a, v, s in rows.all()}
+
+    def _state(self, key: AccountKey, version: int, raw: Any) -> AccountState:
+        if raw is None and self.cache is not None:
+            kept = self.cache.state(key, version)
+            if kept is not None:
+                return kept
+        if raw is None:
+            raise RuntimeError(f"account {key}: no state kept for version {version}")
+        return load_state(raw)
+
+    def index_if_held(self, tenant: str) -> TenantIndex | None:
+        return None  # built from the stored accounts when a batch needs it
 
     async def load_index(
         self,
@@ -133,13 +181,42 @@ class PostgresAccountRepository:
     async def load_tenant_accounts(
         self, tenant: str, exclude: set[AccountKey]
     ) -> dict[AccountKey, AccountState]:
+        cache = self.cache
+        if cache is None:
+            rows = await self.conn.execute(
+                text(
+                    "SELECT account, state FROM accounts WHERE tenant = :t"
+                    " ORDER BY account FOR UPDATE"
+                ),
+                {"t": tenant},
+            )
+            return {(tenant, a): load_state(s) for a, s in rows.all() if (tenant, a) not in exclude}
+        # versions first (no JSON), then the states this process does not hold
         rows = await self.conn.execute(
             text(
-                "SELECT account, state FROM accounts WHERE tenant = :t ORDER BY account FOR UPDATE"
+                "SELECT account, version FROM accounts WHERE tenant = :t"
+                " ORDER BY account FOR UPDATE"
             ),
             {"t": tenant},
         )
-        return {(tenant, a): load_state(s) for a, s in rows.all() if (tenant, a) not in exclude}
+        out: dict[AccountKey, AccountState] = {}
+        missing = []
+        for a, v in rows.all():
+            key = (tenant, a)
+            if key in exclude:
+                continue
+            kept = cache.state(key, v)
+            if kept is None:
+                missing.append(a)
+            else:
+                out[key] = kept
+        if missing:
+            stored = await self.conn.execute(
+                text("SELECT account, state FROM accounts WHERE tenant = :t AND account = ANY(:a)"),
+                {"t": tenant, "a": missing},
+            )
+            out.update({(tenant, a): load_state(s) for a, s in stored.all()})
+        return out
 
     async def save(
         self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
@@ -170,15 +247,18 @@ class PostgresAccountRepository:
         if states:
             ordered = sorted(states.items())
             # one statement with arrays, not one row per round trip
-            await self.conn.execute(
+            written = await self.conn.execute(
                 text(
-                    "INSERT INTO accounts (tenant, account, state, segments, evaluated_day)"
-                    " SELECT t, a, CAST(s AS jsonb), coalesce(string_to_array(segs, ','), '{}'), d"
+                    "INSERT INTO accounts (tenant, account, state, segments, evaluated_day,"
+                    " version)"
+                    " SELECT t, a, CAST(s AS jsonb), coalesce(string_to_array(segs, ','), '{}'),"
+                    " d, CAST(CAST(pg_current_xact_id() AS text) AS bigint)"
                     " FROM unnest(CAST(:t AS text[]), CAST(:a AS text[]), CAST(:s AS text[]),"
                     " CAST(:segs AS text[]), CAST(:d AS integer[])) AS x(t, a, s, segs, d)"
                     " ON CONFLICT (tenant, account) DO UPDATE SET state = EXCLUDED.state,"
                     " segments = EXCLUDED.segments, evaluated_day = EXCLUDED.evaluated_day,"
-                    " updated_at = now()"
+                    " version = EXCLUDED.version, updated_at = now()"
+                    " RETURNING tenant, account, version"
                 ),
                 {
                     "t": [k[0] for k, _ in ordered],
@@ -188,6 +268,9 @@ class PostgresAccountRepository:
                     "d": [st.evaluated_day for _, st in ordered],
                 },
             )
+            if self.cache is not None:
+                for t, a, v in written.all():
+                    self.cache.put((t, a), v, states[(t, a)])
 
     # ------------------------------------------------------------ read side
 

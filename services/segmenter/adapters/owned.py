@@ -56,18 +56,16 @@ class OwnedAccountRepository:
                 index.sync(account, state, clock.stream_day)
         return index
 
+    def index_if_held(self, tenant: str) -> TenantIndex | None:
+        return self.indexes.get(tenant)
+
     async def save(
         self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
     ) -> None:
-        by_tenant = {c.tenant: c for c in clocks}
-        self._dirty_clocks.update(by_tenant)
-        for key, state in states.items():
-            self.states[key] = state
-            self._dirty.add(key)
-            index = self.indexes.get(key[0])
-            day = by_tenant[key[0]].stream_day if key[0] in by_tenant else None
-            if index is not None and day is not None:
-                index.sync(key[1], state, day)
+        # the indexes held here were kept current by the fold, event by event
+        self._dirty_clocks.update(c.tenant for c in clocks)
+        self.states.update(states)
+        self._dirty.update(states)
 
     async def lock_clock_if_free(self, tenant: str) -> TenantClock | None:
         return self.clocks.get(tenant)

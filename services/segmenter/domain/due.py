@@ -162,7 +162,9 @@ def rfm_value_breaks(s: AccountState, r: RfmConfig) -> list[int]:
 
 
 def _rfm(s: AccountState, as_of: int, r: RfmConfig, ths: tuple[float, ...]) -> Iterable[int]:
-    return rfm_value_breaks(s, r)
+    # the scores move when the raw values do (with fixed breakpoints): on the days
+    # of rfm_value_breaks, which next_due already counts, so none of their own
+    return ()
 
 
 CANDIDATES: dict[str, Candidates] = {

@@ -13,7 +13,7 @@ on a day ``d`` with ``as_of - N < d``, which includes any later day already seen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -245,7 +245,8 @@ def since(as_of: int, t: datetime | None) -> int | None:
 
 
 def window_sum(buckets: dict[int, int], as_of: int, days: int) -> int:
-    return sum(v for d, v in buckets.items() if d > as_of - days)
+    cut = as_of - days
+    return sum([v for d, v in buckets.items() if d > cut])
 
 
 def active_days_in(runs: list[list[int]], as_of: int, days: int) -> int:
@@ -286,10 +287,13 @@ def max_opt(a: Any, b: Any) -> Any:
     return b if a is None else max(a, b)
 
 
-class FeatureView(Mapping[str, Any]):
-    """Features computed on first use: a predicate pays only for what it reads."""
+class FeatureView(dict[str, Any]):
+    """Features computed on first use: a predicate pays only for what it reads.
 
-    __slots__ = ("_cache", "as_of", "extra", "rfm", "state")
+    A dict of the features computed so far; reading one not yet there computes
+    and keeps it (``__missing__``), so a repeated read is a plain dict lookup."""
+
+    __slots__ = ("as_of", "extra", "rfm", "state")
 
     def __init__(
         self,
@@ -298,14 +302,10 @@ class FeatureView(Mapping[str, Any]):
         rfm: RfmConfig,
         extra: Callable[[FeatureView, str], Any] | None = None,
     ) -> None:
+        super().__init__()
         self.state, self.as_of, self.rfm, self.extra = state, as_of, rfm, extra
-        self._cache: dict[str, Any] = {}
 
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._cache[name]
-        except KeyError:
-            pass
+    def __missing__(self, name: str) -> Any:
         compute = FEATURES.get(name)
         if compute is not None:
             value = compute(self.state, self.as_of, self.rfm)
@@ -313,14 +313,12 @@ class FeatureView(Mapping[str, Any]):
             value = self.extra(self, name)
         else:
             raise KeyError(name)
-        self._cache[name] = value
+        self[name] = value
         return value
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(FEATURES)
-
-    def __len__(self) -> int:
-        return len(FEATURES)
+    def remember(self, values: Mapping[str, Any]) -> None:
+        """Keeps values computed together (the RFM scores)."""
+        self.update(values)
 
 
 def _mrr(s: AccountState) -> int | None:

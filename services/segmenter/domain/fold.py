@@ -23,20 +23,21 @@ same order give the same memberships and transitions however they are batched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from schemas import Event
 from services.segmenter.domain.days import day_of, day_start
-from services.segmenter.domain.due import TenantIndex, next_due, views
+from services.segmenter.domain.due import CANDIDATES, TenantIndex, next_due, views
 from services.segmenter.domain.features import (
     CHANGED_BY,
     FEATURES,
     AccountState,
     FeatureView,
+    RfmConfig,
     min_opt,
 )
 from services.segmenter.domain.program import SegmenterProgram
@@ -147,18 +148,18 @@ def apply_event(
     program: SegmenterProgram, clock: TenantClock, state: AccountState, event: Event
 ) -> list[Transition]:
     """Folds an admitted event into its account and re-evaluates the predicates the
-    event can affect (all of them if the account was last evaluated on another day)."""
+    event can affect (all of them for a new account). An account's memberships are
+    always those of the stream day, even if it was last evaluated days ago: the
+    rollovers evaluate every account that time alone changes (``due.py``)."""
     assert clock.stream_day is not None
-    changed = None if state.evaluated_day != clock.stream_day else changed_by(program, event)
+    changed = None if state.evaluated_day is None else changed_by(program, event)
     watch_rfm = not state.rfm_moved and (changed is None or not changed.isdisjoint(RFM_FEATURES))
     before = state.rfm_values(clock.stream_day, program.rfm) if watch_rfm else None
     state.apply(event, program.rfm)
     if before is not None and state.rfm_values(clock.stream_day, program.rfm) != before:
         state.rfm_moved = True
         clock.moved_accounts += 1
-    # evaluated today by this event; what time alone does next is seen tomorrow
-    state.due_day = min_opt(state.due_day, clock.stream_day + 1)
-    return evaluate(
+    out = evaluate(
         program,
         clock,
         event.subject,
@@ -169,17 +170,25 @@ def apply_event(
         getattr(event.data, "user_id", None),
         changed,
     )
+    # what time alone does to it next is worked out at the next rollover, once,
+    # not after each of its events today
+    state.due_day = min_opt(state.due_day, clock.stream_day + 1)
+    return out
 
 
 def changed_by(program: SegmenterProgram, event: Event) -> frozenset[str]:
-    """The features ``event`` can change, RFM scores included."""
-    changed = set(CHANGED_BY.get(event.type, FEATURES.keys()))
-    rfm = program.rfm
-    if any(s.type == event.type for s in rfm.recency_events):
+    """The features ``event`` can change, RFM scores included (per event type)."""
+    return _changed_by(program.rfm, event.type)
+
+
+@lru_cache(maxsize=256)
+def _changed_by(rfm: RfmConfig, etype: str) -> frozenset[str]:
+    changed = set(CHANGED_BY.get(etype, FEATURES.keys()))
+    if any(s.type == etype for s in rfm.recency_events):
         changed |= {"r_score", "rfm_cell"}
-    if any(s.type == event.type for s in rfm.frequency_events):
+    if any(s.type == etype for s in rfm.frequency_events):
         changed |= {"f_score", "rfm_cell"}
-    if event.type in ("billing.subscription_updated", "billing.invoice_paid"):
+    if etype in ("billing.subscription_updated", "billing.invoice_paid"):
         changed.add("m_score")
     return frozenset(changed)
 
@@ -203,12 +212,21 @@ def rollover(
             state.prune(day, rfm)
             index.set_values(account, state.rfm_values(day, rfm))
         drawn = index.breakpoints()
-        affected = due_now | index.rescored(clock.breakpoints, drawn)
+        rescored = index.rescored(clock.breakpoints, drawn)
         clock.breakpoints = drawn
         at = day_start(day)
+        affected = due_now | rescored
         for account in sorted(affected):
             state = index.states[account]
-            out += evaluate(program, clock, account, state, day, at, None, None)
+            # memberships were current as of the last evaluation: only what reads
+            # the day or the scores can have moved since (only the scores, if the
+            # account is not due: then no predicate of it moves with the day)
+            if account in due_now:
+                out += evaluate(program, clock, account, state, day, at, None, None, TIMED)
+            else:
+                out += evaluate(program, clock, account, state, day, at, None, None, RFM_READ)
+                if not program.scores_and_time:
+                    continue  # its next due day does not depend on its scores
             state.due_day = next_due_day(program, clock, state, day)
             index.set_due(account, state.due_day)
         touched |= affected
@@ -257,8 +275,7 @@ def rescore(
             None,
             frozenset(RFM_FEATURES),
         )
-        # its scores moved: what time alone does to it next is evaluated tomorrow
-        state.due_day = min_opt(state.due_day, day + 1)
+        state.due_day = next_due_day(program, clock, state, day)  # scores moved
         index.set_due(account, state.due_day)
     return out, touched | affected
 
@@ -293,19 +310,50 @@ def account_view(
 
 
 RFM_FEATURES = ("r_score", "f_score", "m_score", "rfm_cell")
+RFM_READ = frozenset(RFM_FEATURES)
+TIMED = frozenset(CANDIDATES) | RFM_READ
+"""What can change without an event: features that move with the day, and scores."""
+
+TRANSITION_FEATURES = (
+    "seats_purchased",
+    "seats_used",
+    "mrr",
+    "arr",
+    "currency",
+    "plan",
+    "interval",
+    "subscription_status",
+    "renewal_date",
+    "days_to_renewal",
+    "paid_months",
+    "tenure_days",
+    "membership",
+    "onboarding_completed",
+    "key_actions_30d",
+    "active_days_30d",
+    "active_day_streak",
+    "weekly_streak",
+    "adopted",
+    "last_nps",
+    "open_tickets",
+    "cancellation_requested",
+)
+"""The features a transition carries (what the published event holds)."""
 
 
 def _rfm_feature(breakpoints: RfmBreakpoints, view: FeatureView, name: str) -> Any:
     if name not in RFM_FEATURES:
         raise KeyError(name)
     r, f, m = breakpoints.scores(*view.state.rfm_values(view.as_of, view.rfm))
-    scores = {"r_score": r, "f_score": f, "m_score": m, "rfm_cell": cell(r, f)}
-    return scores[name]
+    # all four at once: a predicate or a snapshot that reads one reads the others
+    view.remember({"r_score": r, "f_score": f, "m_score": m, "rfm_cell": cell(r, f)})
+    return view[name]
 
 
-def full_view(view: FeatureView) -> dict[str, Any]:
-    """Every feature and score, computed now (a snapshot for a transition)."""
-    return {**{name: view[name] for name in FEATURES}, **{n: view[n] for n in RFM_FEATURES}}
+def full_view(view: FeatureView, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """Every feature (or those ``names``) and the scores, computed now."""
+    wanted = FEATURES if names is None else names
+    return {**{name: view[name] for name in wanted}, **{n: view[n] for n in RFM_FEATURES}}
 
 
 def evaluate(
@@ -322,9 +370,7 @@ def evaluate(
     view = account_view(program, clock, state, as_of)
     was_in = set(state.segments)
     now_in = set(was_in)
-    for segment in program.segments:
-        if changed is not None and not (segment.reads & changed):
-            continue  # nothing it reads has moved
+    for segment in program.segments_reading(changed):  # what can have moved
         if segment.predicate(view):
             now_in.add(segment.name)
         else:
@@ -332,7 +378,7 @@ def evaluate(
     state.evaluated_day = as_of
     if now_in == was_in:
         return []
-    snapshot = full_view(view)
+    snapshot = full_view(view, TRANSITION_FEATURES)
     members = tuple(sorted(now_in))
 
     def transition(kind: str, name: str) -> Transition:

@@ -112,6 +112,26 @@ class SegmenterProgram:
     rfm_redraw_every: timedelta = timedelta(minutes=15)
 
     @cached_property
+    def _reading(self) -> dict[frozenset[str] | None, tuple[Segment, ...]]:
+        return {}
+
+    def segments_reading(self, changed: frozenset[str] | None) -> tuple[Segment, ...]:
+        """The segments whose predicate reads one of ``changed`` (all for None)."""
+        found = self._reading.get(changed)
+        if found is None:
+            found = self._reading[changed] = tuple(
+                s for s in self.segments if changed is None or s.reads & changed
+            )
+        return found
+
+    @cached_property
+    def scores_and_time(self) -> bool:
+        """Whether a segment reads both RFM scores and a feature that moves with the
+        day (then a score change can move the day that segment changes next)."""
+        scores = {"r_score", "f_score", "m_score", "rfm_cell"}
+        return any(set(s.timing.time_features) - scores and s.reads & scores for s in self.segments)
+
+    @cached_property
     def timed(self) -> tuple[tuple[str, Compiled, Timing], ...]:
         """The segments that time alone can change, for the due analysis."""
         return tuple(
