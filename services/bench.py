@@ -62,6 +62,19 @@ class BenchResult:
     def ratio(self) -> float:
         return self.segmenter_per_s / self.raw_per_s if self.raw_per_s else 0.0
 
+    def json(self) -> dict[str, Any]:
+        return {
+            "bench": "segmenter",
+            "events": self.events,
+            "accounts": self.accounts,
+            "raw_per_s": self.raw_per_s,
+            "segmenter_per_s": self.segmenter_per_s,
+            "ratio": self.ratio,
+            "batches": self.batches,
+            "mean_batch_ms": self.mean_batch_ms,
+            "transitions": self.transitions,
+        }
+
     def lines(self) -> list[str]:
         return [
             f"events        {self.events:,} for {self.accounts:,} accounts",

@@ -13,6 +13,7 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import text
 
@@ -55,7 +56,7 @@ def issued_offers(n: int, accounts: int, seed: int = 7) -> list[Event]:
 
 async def run_ledger_bench(
     bootstrap: str, database_url: str, offers: int, accounts: int, instances: int
-) -> list[str]:
+) -> tuple[list[str], dict[str, Any]]:
     from services.ledger.app import spec
     from services.ledger.domain.program import load_ledger_program
 
@@ -121,6 +122,19 @@ async def run_ledger_bench(
         async with runtimes[0].engine.begin() as conn:
             await conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         await runtimes[0].engine.dispose()
+    rate = (offers - untimed) / seconds
+    figures = {
+        "bench": "ledger",
+        "offers": offers,
+        "accounts": accounts,
+        "instances": instances,
+        "decisions_per_s": rate,
+        "seconds": seconds,
+        "granted": granted,
+        "granted_cost": cost,
+        "cap": cap,
+        "rejected": by.get("rejected", (0, 0))[0],
+    }
     return [
         f"offers         {offers:,} credits for {accounts:,} accounts, demand"
         f" {demand / 100:,.2f} USD against a program cap of {cap / 100:,.2f} USD",
@@ -130,10 +144,12 @@ async def run_ledger_bench(
         f"granted        {granted:,} for {cost / 100:,.2f} USD"
         f" ({'= the cap' if cost == cap else f'{(cap - cost) / 100:,.2f} USD short of the cap'});"
         f" {by.get('rejected', (0, 0))[0]:,} rejected by it",
-    ]
+    ], figures
 
 
-def ledger_bench_with_embedded(offers: int, accounts: int, instances: int) -> list[str]:
+def ledger_bench_with_embedded(
+    offers: int, accounts: int, instances: int
+) -> tuple[list[str], dict[str, Any]]:
     return with_stack(
         lambda bootstrap, db: run_ledger_bench(bootstrap, db, offers, accounts, instances)
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 
@@ -25,7 +26,7 @@ from services.runtime.topics import TopicNames, ensure_topics
 
 async def run_offers_bench(
     bootstrap: str, database_url: str, accounts: int, days: int
-) -> list[str]:
+) -> tuple[list[str], dict[str, Any]]:
     from services.demo import write_history
     from services.offers.app import TOPICS, load, spec
     from services.runtime.program_file import read_program
@@ -49,6 +50,17 @@ async def run_offers_bench(
         async with rt.engine.connect() as conn:
             decisions = int((await conn.execute(text("SELECT count(*) FROM offers"))).scalar_one())
     elapsed = timed.seconds
+    figures = {
+        "bench": "offers",
+        "events": len(events),
+        "inputs": len(inputs),
+        "inputs_per_s": timed.rate,
+        "decisions": decisions,
+        "simulated_decisions": sim.decisions,
+        "same_decisions_count": decisions == sim.decisions,
+        "in_memory_inputs_per_s": sim.offer_inputs / sim.offer_seconds,
+        "ratio": timed.rate / (sim.offer_inputs / sim.offer_seconds),
+    }
     return [
         f"history        {len(events):,} events, {accounts} accounts, {days} days"
         f" -> {len(inputs):,} offers inputs (events + transitions)",
@@ -58,8 +70,8 @@ async def run_offers_bench(
         " (pro rata to the timed inputs)",
         f"in memory      {sim.offer_inputs / sim.offer_seconds:>10,.0f} inputs/s"
         " (the same logic without I/O)",
-    ]
+    ], figures
 
 
-def offers_bench_with_embedded(accounts: int, days: int) -> list[str]:
+def offers_bench_with_embedded(accounts: int, days: int) -> tuple[list[str], dict[str, Any]]:
     return with_stack(lambda bootstrap, db: run_offers_bench(bootstrap, db, accounts, days))

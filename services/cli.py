@@ -90,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     bseg = bsub.add_parser("segmenter", help="segmenter events/s vs raw consume+decode")
     bseg.add_argument("--events", type=int, default=200_000)
     bseg.add_argument("--accounts", type=int, default=5_000)
+    bseg.add_argument("--json", action="store_true", help="one JSON object on the last line")
     boff = bsub.add_parser("offers", help="offers inputs/s and decisions/s on a demo history")
     boff.add_argument("--accounts", type=int, default=1_000)
     boff.add_argument("--days", type=int, default=90)
+    boff.add_argument("--json", action="store_true", help="one JSON object on the last line")
     bbf = bsub.add_parser("backfill", help="backfill events/s of a shop history, both orders")
     bbf.add_argument("--purchases", type=int, default=70_000)
     bbf.add_argument("--customers", type=int, default=23_500)
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     bled.add_argument("--offers", type=int, default=20_000)
     bled.add_argument("--accounts", type=int, default=5_000)
     bled.add_argument("--instances", type=int, default=1)
+    bled.add_argument("--json", action="store_true", help="one JSON object on the last line")
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -152,18 +155,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench" and args.bench_command == "offers":
         from services.bench_offers import offers_bench_with_embedded
 
-        print("\n".join(offers_bench_with_embedded(args.accounts, args.days)))
+        lines, figures = offers_bench_with_embedded(args.accounts, args.days)
+        print("\n".join(lines))
+        if args.json:
+            print(json.dumps(figures))
         return 0
     if args.command == "bench" and args.bench_command == "ledger":
         from services.bench_ledger import ledger_bench_with_embedded
 
-        print("\n".join(ledger_bench_with_embedded(args.offers, args.accounts, args.instances)))
+        lines, figures = ledger_bench_with_embedded(args.offers, args.accounts, args.instances)
+        print("\n".join(lines))
+        if args.json:
+            print(json.dumps(figures))
         return 0
     if args.command == "bench":
         from services.bench import bench_with_embedded
 
         result = bench_with_embedded(args.events, args.accounts)
         print("\n".join(result.lines()))
+        if args.json:
+            print(json.dumps(result.json()))
         return 0
     return Up(args).run()
 

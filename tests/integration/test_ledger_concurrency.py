@@ -71,14 +71,17 @@ async def test_concurrent_partitions_never_exceed_a_shared_budget_and_exhaust_it
 
     try:
         # demand: 432 grants of ~1,033 on average, ~446,000 against a 250,000 cap
-        async def with_retry(p: int) -> None:  # what the worker does on a deadlock
-            for _ in range(20):
+        async def with_retry(p: int) -> None:  # what the worker does on a deadlock:
+            delay = 0.02  # retry with a growing pause (the worker's is 0.1 s to 5 s)
+            for _ in range(30):
                 try:
                     await owner(p)
                     return
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
             raise AssertionError("never got through")
 
         await asyncio.gather(*(with_retry(p) for p in range(partitions)))
