@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -54,6 +55,42 @@ _CLOCKS = (
     "SELECT tenant, watermark, stream_day, breakpoints, accounts, scored_accounts,"
     " moved_accounts, rescored_at FROM tenant_clocks"
 )
+
+
+@dataclass(frozen=True)
+class PreparedSave:
+    """Clocks and accounts serialised for a write (the states may change after)."""
+
+    clocks: list[dict[str, Any]]
+    accounts: dict[str, list[Any]]
+    states: dict[AccountKey, AccountState]
+
+
+def prepare_save(
+    clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
+) -> PreparedSave:
+    clock_rows = [
+        {
+            "t": c.tenant,
+            "w": c.watermark,
+            "d": c.stream_day,
+            "b": json.dumps(c.breakpoints.to_json()),
+            "n": c.accounts,
+            "sn": c.scored_accounts,
+            "mv": c.moved_accounts,
+            "ra": c.rescored_at,
+        }
+        for c in clocks
+    ]
+    ordered = sorted(states.items())
+    accounts: dict[str, list[Any]] = {
+        "t": [k[0] for k, _ in ordered],
+        "a": [k[1] for k, _ in ordered],
+        "s": [dump_state(st) for _, st in ordered],
+        "segs": [",".join(sorted(st.segments)) or None for _, st in ordered],
+        "d": [st.evaluated_day for _, st in ordered],
+    }
+    return PreparedSave(clock_rows, accounts, dict(states))
 
 
 class StateCache:
@@ -221,20 +258,11 @@ class PostgresAccountRepository:
     async def save(
         self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
     ) -> None:
-        clock_rows = [
-            {
-                "t": c.tenant,
-                "w": c.watermark,
-                "d": c.stream_day,
-                "b": json.dumps(c.breakpoints.to_json()),
-                "n": c.accounts,
-                "sn": c.scored_accounts,
-                "mv": c.moved_accounts,
-                "ra": c.rescored_at,
-            }
-            for c in clocks
-        ]
-        if clock_rows:
+        await self.write(prepare_save(clocks, states))
+
+    async def write(self, prepared: PreparedSave) -> None:
+        """Writes clocks and accounts serialised by :func:`prepare_save`."""
+        if prepared.clocks:
             await self.conn.execute(
                 text(
                     "UPDATE tenant_clocks SET watermark = :w, stream_day = :d,"
@@ -242,10 +270,9 @@ class PostgresAccountRepository:
                     " moved_accounts = :mv, rescored_at = :ra,"
                     " updated_at = now() WHERE tenant = :t"
                 ),
-                clock_rows,
+                prepared.clocks,
             )
-        if states:
-            ordered = sorted(states.items())
+        if prepared.accounts["t"]:
             # one statement with arrays, not one row per round trip
             written = await self.conn.execute(
                 text(
@@ -260,17 +287,11 @@ class PostgresAccountRepository:
                     " version = EXCLUDED.version, updated_at = now()"
                     " RETURNING tenant, account, version"
                 ),
-                {
-                    "t": [k[0] for k, _ in ordered],
-                    "a": [k[1] for k, _ in ordered],
-                    "s": [dump_state(st) for _, st in ordered],
-                    "segs": [",".join(sorted(st.segments)) or None for _, st in ordered],
-                    "d": [st.evaluated_day for _, st in ordered],
-                },
+                prepared.accounts,
             )
             if self.cache is not None:
                 for t, a, v in written.all():
-                    self.cache.put((t, a), v, states[(t, a)])
+                    self.cache.put((t, a), v, prepared.states[(t, a)])
 
     # ------------------------------------------------------------ read side
 

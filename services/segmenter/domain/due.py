@@ -336,6 +336,8 @@ class TenantIndex:
             return
         for i in _DIMS:
             if old is not None:
+                if old[i] == values[i]:
+                    continue
                 self._sorted[i].remove((old[i], account))
             self._sorted[i].add((values[i], account))
         self._values[account] = values

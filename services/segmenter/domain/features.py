@@ -245,6 +245,8 @@ def since(as_of: int, t: datetime | None) -> int | None:
 
 
 def window_sum(buckets: dict[int, int], as_of: int, days: int) -> int:
+    if not buckets:
+        return 0
     cut = as_of - days
     return sum([v for d, v in buckets.items() if d > cut])
 
@@ -302,7 +304,7 @@ class FeatureView(dict[str, Any]):
         rfm: RfmConfig,
         extra: Callable[[FeatureView, str], Any] | None = None,
     ) -> None:
-        super().__init__()
+        # (dict's own __init__ has nothing to do for an empty dict: not called)
         self.state, self.as_of, self.rfm, self.extra = state, as_of, rfm, extra
 
     def __missing__(self, name: str) -> Any:
