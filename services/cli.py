@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     brol = bsub.add_parser("rollover", help="a day rollover with 1 %% / all accounts due")
     brol.add_argument("--accounts", type=int, default=100_000)
     brol.add_argument("--json", action="store_true", help="one JSON object on the last line")
+    bing = bsub.add_parser("ingest", help="events/s accepted over HTTP by concurrent clients")
+    bing.add_argument("--events", type=int, default=200_000)
+    bing.add_argument("--clients", type=int, default=8)
+    bing.add_argument("--batch", type=int, default=1_000)
+    bing.add_argument("--json", action="store_true", help="one JSON object on the last line")
     bled = bsub.add_parser("ledger", help="ledger decisions/s, one instance or several")
     bled.add_argument("--offers", type=int, default=20_000)
     bled.add_argument("--accounts", type=int, default=5_000)
@@ -151,6 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(result.lines()))
         if args.json:
             print(json.dumps(result.json()))
+        return 0
+    if args.command == "bench" and args.bench_command == "ingest":
+        from services.bench_ingest import ingest_bench_with_embedded
+
+        ingest = ingest_bench_with_embedded(args.events, args.clients, args.batch)
+        print("\n".join(ingest.lines()))
+        if args.json:
+            print(json.dumps(ingest.json()))
         return 0
     if args.command == "bench" and args.bench_command == "offers":
         from services.bench_offers import offers_bench_with_embedded
