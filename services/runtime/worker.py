@@ -151,6 +151,11 @@ def _json_name(name: str) -> str:
     return json.dumps(name)
 
 
+@lru_cache(maxsize=65_536)
+def _b64(value: bytes) -> str:
+    return b64encode(value).decode()  # most header values repeat (type, source, tenant, day)
+
+
 def _outbox_row(
     topic: str, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]
 ) -> dict[str, Any]:
@@ -159,9 +164,7 @@ def _outbox_row(
         "key": key,
         "value": value,
         # the JSON by hand (this runs for every message): names quoted once, cached
-        "headers": "["
-        + ",".join(f'[{_json_name(k)},"{b64encode(v).decode()}"]' for k, v in headers)
-        + "]",
+        "headers": "[" + ",".join(f'[{_json_name(k)},"{_b64(v)}"]' for k, v in headers) + "]",
     }
 
 

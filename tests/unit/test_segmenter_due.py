@@ -273,3 +273,32 @@ def test_the_next_due_day_is_the_first_day_a_predicate_changes() -> None:
         moves = [d for d in rfm_value_breaks(state, program.rfm) if d > as_of]
         expected = min([d for d in (first_change, *moves) if d is not None], default=None)
         assert due == expected
+
+
+def test_the_one_pass_transition_snapshot_equals_the_features_read_one_by_one() -> None:
+    from services.segmenter.domain.features import FeatureView, transition_snapshot
+    from services.segmenter.domain.fold import TRANSITION_FEATURES
+
+    rng = random.Random(11)
+    program = EVERY_TIME_FEATURE
+    for _ in range(300):
+        state = AccountState()
+        for _ in range(rng.randint(0, 14)):
+            t = at(rng.randint(0, 90), rng.random() * 24)
+            state.apply(
+                one_event(
+                    rng.randint(0, 10),
+                    "a",
+                    t,
+                    rng.randint(0, 1439),
+                    (t + timedelta(days=40)).date(),
+                ),
+                program.rfm,
+            )
+        as_of = day_of(at(0)) + rng.randint(-5, 120)
+        fresh = FeatureView(state, as_of, program.rfm)
+        read = {name: fresh[name] for name in TRANSITION_FEATURES}
+        primed = FeatureView(state, as_of, program.rfm)
+        primed["membership"]  # a predicate read it already
+        assert transition_snapshot(FeatureView(state, as_of, program.rfm)) == read
+        assert transition_snapshot(primed) == read

@@ -323,6 +323,42 @@ class FeatureView(dict[str, Any]):
         self.update(values)
 
 
+def transition_snapshot(view: FeatureView) -> dict[str, Any]:
+    """The features a segment transition carries, computed in one pass (this runs
+    for every transition of a backfill). The same values as reading each name
+    from ``view`` (a test holds them equal); values ``view`` already computed are
+    taken from it."""
+    s, d = view.state, view.as_of
+    mrr = _mrr(s)
+    renewal = s.renewal_date
+    runs = s.active_runs
+    out = {
+        "seats_purchased": s.seats_purchased,
+        "seats_used": s.seats_used,
+        "mrr": mrr,
+        "arr": None if mrr is None else mrr * 12,
+        "currency": s.currency,
+        "plan": s.plan,
+        "interval": s.interval,
+        "subscription_status": s.subscription_status,
+        "renewal_date": renewal,
+        "days_to_renewal": None if renewal is None else renewal.toordinal() - d,
+        "paid_months": len(s.paid_months),
+        "tenure_days": None if s.first_subscribed_day is None else d - s.first_subscribed_day,
+        "onboarding_completed": s.onboarding_completed_at is not None,
+        "key_actions_30d": window_sum(s.key_actions, d, 30) if s.key_actions else 0,
+        "active_days_30d": active_days_in(runs, d, 30) if runs else 0,
+        "active_day_streak": s.active_day_streak(d) if runs else 0,
+        "weekly_streak": s.weekly_streak(d) if runs else 0,
+        "adopted": frozenset(s.features_adopted),
+        "last_nps": s.last_nps,
+        "open_tickets": len(s.open_tickets),
+        "cancellation_requested": s.cancellation_requested_at is not None,
+    }
+    out["membership"] = view["membership"] if "membership" in view else s.membership(d)
+    return out
+
+
 def _mrr(s: AccountState) -> int | None:
     return s.mrr_amount if s.subscription_at is not None else None
 

@@ -39,6 +39,7 @@ from services.segmenter.domain.features import (
     FeatureView,
     RfmConfig,
     min_opt,
+    transition_snapshot,
 )
 from services.segmenter.domain.program import SegmenterProgram
 from services.segmenter.domain.rfm import MIN_ACCOUNTS, NO_BREAKPOINTS, RfmBreakpoints, cell
@@ -378,7 +379,9 @@ def evaluate(
     state.evaluated_day = as_of
     if now_in == was_in:
         return []
-    snapshot = full_view(view, TRANSITION_FEATURES)
+    snapshot = transition_snapshot(view)
+    for name in RFM_FEATURES:
+        snapshot[name] = view[name]
     members = tuple(sorted(now_in))
 
     def transition(kind: str, name: str) -> Transition:
