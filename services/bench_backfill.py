@@ -257,6 +257,8 @@ def backfill_bench_with_embedded(purchases: int, customers: int, days: int) -> B
 class RolloverBench:
     accounts: int
     rows: list[tuple[str, int, float, int]]  # case, evaluated, seconds, transitions
+    rss_mib: float = 0.0  # RSS while holding a tenant of `accounts` with a month of use
+    held_mib: float = 0.0  # of which the tenant's states and index
 
     def lines(self) -> list[str]:
         out = [f"tenant      {self.accounts:,} accounts in memory, one day rolled over"]
@@ -265,6 +267,10 @@ class RolloverBench:
                 f"{case:<34} {evaluated:>8,} evaluated  {1000 * secs:9.1f} ms"
                 f"  {transitions:>7,} transitions"
             )
+        out.append(
+            f"memory      {self.accounts:,} accounts with a month of SaaS use each, indexed:"
+            f" {self.held_mib:,.0f} MiB (RSS of the process then {self.rss_mib:,.0f} MiB)"
+        )
         return out
 
     def json(self) -> dict[str, Any]:
@@ -275,6 +281,8 @@ class RolloverBench:
                 {"case": c, "evaluated": e, "ms": round(1000 * s, 2), "transitions": t}
                 for c, e, s, t in self.rows
             ],
+            "held_mib": self.held_mib,
+            "rss_mib": self.rss_mib,
         }
 
 
@@ -315,6 +323,119 @@ def _tenant(program: SegmenterProgram, accounts: int, due_share: float) -> tuple
     return clock, states, index
 
 
+def _rss_mib() -> float:
+    """The process's resident memory now (Linux: /proc/self/statm)."""
+    import gc
+    import os
+
+    gc.collect()
+    with open("/proc/self/statm") as fh:
+        resident_pages = int(fh.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+def saas_month(account: str, start: datetime, rng: random.Random) -> list[Event]:
+    """A month of one SaaS account: subscribed, seats, active on 12 days, an NPS."""
+    from schemas.events import (
+        FeatureUsed,
+        FeatureUsedData,
+        Login,
+        LoginData,
+        NpsSubmitted,
+        NpsSubmittedData,
+        SeatsChanged,
+        SeatsChangedData,
+        SubscriptionUpdated,
+        SubscriptionUpdatedData,
+    )
+
+    common = {"source": "bench", "subject": account, "tenant": "bench"}
+    seats = rng.choice([5, 10, 25, 60, 150])
+    out: list[Event] = [
+        SubscriptionUpdated(
+            type="billing.subscription_updated",
+            id=f"{account}-s",
+            time=start,
+            data=SubscriptionUpdatedData(
+                plan="pro",
+                interval=rng.choice(["month", "year"]),
+                seats_purchased=seats,
+                mrr=Money(amount=seats * 2500, currency="USD"),
+                renewal_date=(start + timedelta(days=rng.randint(20, 365))).date(),
+                status="active",
+            ),
+            **common,
+        ),
+        SeatsChanged(
+            type="product.seats_changed",
+            id=f"{account}-seats",
+            time=start + timedelta(hours=1),
+            data=SeatsChangedData(seats_used=rng.randint(1, seats)),
+            **common,
+        ),
+    ]
+    for d in sorted(rng.sample(range(30), 12)):
+        t = start + timedelta(days=d, hours=9)
+        out.append(
+            Login(
+                type="product.login",
+                id=f"{account}-l{d}",
+                time=t,
+                data=LoginData(user_id="u"),
+                **common,
+            )
+        )
+        for k in range(rng.randint(1, 3)):
+            out.append(
+                FeatureUsed(
+                    type="product.feature_used",
+                    id=f"{account}-f{d}-{k}",
+                    time=t + timedelta(minutes=10 + k),
+                    data=FeatureUsedData(
+                        user_id="u", feature=rng.choice(["reports", "api", "sso"]), key_action=True
+                    ),
+                    **common,
+                )
+            )
+    out.append(
+        NpsSubmitted(
+            type="support.nps_submitted",
+            id=f"{account}-nps",
+            time=start + timedelta(days=29),
+            data=NpsSubmittedData(user_id="u", score=rng.randint(0, 10)),
+            **common,
+        )
+    )
+    return out
+
+
+def _memory(program: SegmenterProgram, accounts: int) -> tuple[float, float]:
+    """Peak RSS, and its growth, while holding ``accounts`` with a month of use each
+    (a subscription, seats, logins and key actions on 12 days, an NPS) and their index."""
+    from services.segmenter.domain.fold import build_index, evaluate, next_due_day
+
+    before = _rss_mib()
+    start = T0 + timedelta(days=30)
+    day = day_of(start)
+    clock = TenantClock("bench", watermark=start, stream_day=day)
+    states: dict[tuple[str, str], AccountState] = {}
+    rng = random.Random(5)
+    for i in range(accounts):
+        state = AccountState()
+        for event in saas_month(f"a{i:06d}", T0, rng):
+            state.apply(event, program.rfm)
+        states[("bench", f"a{i:06d}")] = state
+    index = build_index(program, clock, states)
+    clock.breakpoints = index.breakpoints()
+    for (_, account), state in states.items():
+        evaluate(program, clock, account, state, day, start, None, None)
+        state.due_day = next_due_day(program, clock, state, day)
+        index.set_due(account, state.due_day)
+    after = _rss_mib()
+    del states, index  # (measured while held)
+    return after, after - before
+
+
 def rollover_bench(accounts: int) -> RolloverBench:
     import copy
 
@@ -323,6 +444,7 @@ def rollover_bench(accounts: int) -> RolloverBench:
     from services.segmenter.domain.rfm import tenant_breakpoints
 
     program = load_program(read_program(None))
+    rss, held = _memory(program, accounts)  # first: the RSS is then this tenant's
     rows: list[tuple[str, int, float, int]] = []
     for case, share in (("indexed, 1 % due", 0.01), ("indexed, all due", 1.0)):
         clock, states, index = _tenant(program, accounts, share)
@@ -344,4 +466,4 @@ def rollover_bench(accounts: int) -> RolloverBench:
     rows.append(
         ("exhaustive (every account), 1 % due", len(mine), time.perf_counter() - started, len(out))
     )
-    return RolloverBench(accounts, rows)
+    return RolloverBench(accounts, rows, rss, held)
