@@ -30,6 +30,7 @@ from functools import lru_cache, partial
 from typing import Any
 
 from schemas import Event
+from schemas.events import AccountFeatures
 from services.segmenter.domain.days import day_of, day_start
 from services.segmenter.domain.due import CANDIDATES, TenantIndex, next_due, views
 from services.segmenter.domain.features import (
@@ -316,28 +317,8 @@ TIMED = frozenset(CANDIDATES) | RFM_READ
 """What can change without an event: features that move with the day, and scores."""
 
 TRANSITION_FEATURES = (
-    "seats_purchased",
-    "seats_used",
-    "mrr",
-    "arr",
-    "currency",
-    "plan",
-    "interval",
-    "subscription_status",
-    "renewal_date",
-    "days_to_renewal",
-    "paid_months",
-    "tenure_days",
-    "membership",
-    "onboarding_completed",
-    "key_actions_30d",
-    "active_days_30d",
-    "active_day_streak",
-    "weekly_streak",
-    "adopted",
-    "last_nps",
-    "open_tickets",
-    "cancellation_requested",
+    *(("adopted" if name == "features_adopted" else name) for name in AccountFeatures.model_fields),
+    "currency",  # of mrr and arr
 )
 """The features a transition carries (what the published event holds)."""
 
