@@ -150,12 +150,25 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
             if statement["credits"][0]["redemptions"]:
                 break
             await asyncio.sleep(0.1)
-        worker = runtime_of(apps[3]).worker
-        assert statement["balance"] == {"USD": 3000}, (
-            f"redemption not booked; ledger assigned {sorted(worker.assigned)},"
-            f" rewinds {worker.rewinds}, consumed"
-            f" {await worker.consumed(['events.billing'])} billing records"
-        )
+        if statement["balance"] != {"USD": 3000}:  # say why, for the next person
+            rt = runtime_of(apps[3])
+            dlq = await read_all(
+                settings.kafka_bootstrap,
+                f"{settings.topic_prefix}events.billing.dlq",
+                timeout_s=3,
+            )
+            reasons = [dict(r.headers or ()).get("dlq_reason") for r in dlq]
+            counts = {
+                s.name: s.value
+                for m in rt.metrics.registry.collect()
+                for s in m.samples
+                if "billing" in str(s.labels.get("topic", ""))
+            }
+            raise AssertionError(
+                f"redemption not booked: balance {statement['balance']}; ledger read"
+                f" {await rt.worker.consumed(['events.billing'])} billing records,"
+                f" rewinds {rt.worker.rewinds}, dead letters {reasons}, counters {counts}"
+            )
         [credit] = statement["credits"]
         assert [r["amount"] for r in credit["redemptions"]] == [2000]
         # by hand: one credit of 50.00, 20.00 redeemed -> 30.00 outstanding, in the
