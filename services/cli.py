@@ -90,29 +90,28 @@ def main(argv: list[str] | None = None) -> int:
     bseg = bsub.add_parser("segmenter", help="segmenter events/s vs raw consume+decode")
     bseg.add_argument("--events", type=int, default=200_000)
     bseg.add_argument("--accounts", type=int, default=5_000)
-    bseg.add_argument("--json", action="store_true", help="one JSON object on the last line")
     boff = bsub.add_parser("offers", help="offers inputs/s and decisions/s on a demo history")
     boff.add_argument("--accounts", type=int, default=1_000)
     boff.add_argument("--days", type=int, default=90)
-    boff.add_argument("--json", action="store_true", help="one JSON object on the last line")
     bbf = bsub.add_parser("backfill", help="backfill events/s of a shop history, both orders")
     bbf.add_argument("--purchases", type=int, default=70_000)
     bbf.add_argument("--customers", type=int, default=23_500)
     bbf.add_argument("--days", type=int, default=548)
-    bbf.add_argument("--json", action="store_true", help="one JSON object on the last line")
     brol = bsub.add_parser("rollover", help="a day rollover with 1 %% / all accounts due")
     brol.add_argument("--accounts", type=int, default=100_000)
-    brol.add_argument("--json", action="store_true", help="one JSON object on the last line")
     bing = bsub.add_parser("ingest", help="events/s accepted over HTTP by concurrent clients")
     bing.add_argument("--events", type=int, default=200_000)
     bing.add_argument("--clients", type=int, default=8)
     bing.add_argument("--batch", type=int, default=1_000)
-    bing.add_argument("--json", action="store_true", help="one JSON object on the last line")
     bled = bsub.add_parser("ledger", help="ledger decisions/s, one instance or several")
     bled.add_argument("--offers", type=int, default=20_000)
     bled.add_argument("--accounts", type=int, default=5_000)
     bled.add_argument("--instances", type=int, default=1)
-    bled.add_argument("--json", action="store_true", help="one JSON object on the last line")
+
+    for bench_parser in bsub.choices.values():
+        bench_parser.add_argument(
+            "--json", action="store_true", help="one JSON object on the last line"
+        )
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -153,43 +152,35 @@ def main(argv: list[str] | None = None) -> int:
             result: Any = backfill_bench_with_embedded(args.purchases, args.customers, args.days)
         else:
             result = rollover_bench(args.accounts)
-        print("\n".join(result.lines()))
-        if args.json:
-            print(json.dumps(result.json()))
-        return 0
+        return _report(result.lines(), result.json(), args.json)
     if args.command == "bench" and args.bench_command == "ingest":
         from services.bench_ingest import ingest_bench_with_embedded
 
         ingest = ingest_bench_with_embedded(args.events, args.clients, args.batch)
-        print("\n".join(ingest.lines()))
-        if args.json:
-            print(json.dumps(ingest.json()))
-        return 0
+        return _report(ingest.lines(), ingest.json(), args.json)
     if args.command == "bench" and args.bench_command == "offers":
         from services.bench_offers import offers_bench_with_embedded
 
-        lines, figures = offers_bench_with_embedded(args.accounts, args.days)
-        print("\n".join(lines))
-        if args.json:
-            print(json.dumps(figures))
-        return 0
+        return _report(*offers_bench_with_embedded(args.accounts, args.days), args.json)
     if args.command == "bench" and args.bench_command == "ledger":
         from services.bench_ledger import ledger_bench_with_embedded
 
-        lines, figures = ledger_bench_with_embedded(args.offers, args.accounts, args.instances)
-        print("\n".join(lines))
-        if args.json:
-            print(json.dumps(figures))
-        return 0
+        figures = ledger_bench_with_embedded(args.offers, args.accounts, args.instances)
+        return _report(*figures, args.json)
     if args.command == "bench":
         from services.bench import bench_with_embedded
 
         result = bench_with_embedded(args.events, args.accounts)
-        print("\n".join(result.lines()))
-        if args.json:
-            print(json.dumps(result.json()))
-        return 0
+        return _report(result.lines(), result.json(), args.json)
     return Up(args).run()
+
+
+def _report(lines: list[str], figures: dict[str, Any], as_json: bool) -> int:
+    """A benchmark's figures for a person, and with --json as one JSON object last."""
+    print("\n".join(lines))
+    if as_json:
+        print(json.dumps(figures))
+    return 0
 
 
 def segments_backfill(path: Path, tenant: str, publish: bool) -> int:
