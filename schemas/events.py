@@ -273,6 +273,25 @@ class CreditPendingApprovalData(Contract):
     expires_at: AwareDatetime = Field(description="Rejected if nobody decides by then.")
 
 
+class CreditExpiredData(Contract):
+    """What was left of a credit when it expired: breakage, no longer billable."""
+
+    credit_id: Identifier
+    offer_id: Identifier
+    amount: Money = Field(description="The part that expired (granted minus redeemed).")
+    expires_at: AwareDatetime
+
+
+class ClockTickData(Contract):
+    """Stream time on one partition: written by the elected ticker to every partition
+    of the input topics, once a round, so that time moves without traffic."""
+
+    round: AwareDatetime = Field(description="The round's time; also the event's time.")
+    topic: str = Field(description="The logical topic the tick was written to.")
+    partition: int = Field(ge=0)
+    round_size: int = Field(ge=1, description="How many ticks the round wrote for the tenant.")
+
+
 class TenantKeyAddedData(Contract):
     """A tenant API key, stored as a SHA-256 hash; the key itself never travels."""
 
@@ -416,6 +435,18 @@ class CreditPendingApproval(Event):
     data: CreditPendingApprovalData
 
 
+class CreditExpired(Event):
+    type: Literal["credit.expired"]
+    data: CreditExpiredData
+
+
+class ClockTick(Event):
+    """Not an account's event: ``subject`` names the partition (``~<topic>/<n>``)."""
+
+    type: Literal["clock.tick"]
+    data: ClockTickData
+
+
 class TenantKeyAdded(Event):
     """On the ``tenants`` topic; ``subject`` and ``tenant`` are the tenant id."""
 
@@ -446,6 +477,8 @@ AnyEvent = Annotated[
     | CreditGranted
     | CreditRejected
     | CreditPendingApproval
+    | CreditExpired
+    | ClockTick
     | TenantKeyAdded,
     Field(discriminator="type"),
 ]
@@ -478,6 +511,8 @@ CATALOG: dict[str, type[Event]] = {
         CreditGranted,
         CreditRejected,
         CreditPendingApproval,
+        CreditExpired,
+        ClockTick,
         TenantKeyAdded,
     )
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -56,6 +57,9 @@ def make_settings(broker: EmbeddedBroker, postgres: EmbeddedPostgres) -> Setting
             topic_prefix=f"t{tag}.",
             session_timeout_ms=6_000,
             consumer_poll_ms=100,
+            # most tests drive stream time with their own (often historic) event
+            # times; the tests of ticks turn the ticker on
+            tick_interval=timedelta(0),
         )
 
     return make

@@ -46,6 +46,29 @@ async def produce(
         await producer.stop()
 
 
+async def produce_ticks(
+    bootstrap: str, prefix: str, ticks: Sequence[tuple[str, int, Event]]
+) -> None:
+    """Writes clock ticks as the ticker does: each to its own partition, stamped
+    with its round's time."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        for topic, partition, tick in ticks:
+            await producer.partitions_for(prefix + topic)  # metadata for a chosen partition
+            m = encode(tick)
+            await producer.send_and_wait(
+                prefix + topic,
+                m.value,
+                key=m.key,
+                partition=partition,
+                headers=m.headers,
+                timestamp_ms=int(tick.time.timestamp() * 1000),
+            )
+    finally:
+        await producer.stop()
+
+
 async def produce_raw(
     bootstrap: str, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
 ) -> None:

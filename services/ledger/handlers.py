@@ -1,6 +1,8 @@
 """The ledger's consumer: decides each issued offer (grant, reject, or hold for
-approval), redeems credits, expires them and pending approvals in stream time,
-and keeps account profiles for reports. Every decision is published on
+approval), redeems credits, expires them and pending approvals in stream time
+(per tenant and partition: any record moves it, clock ticks included, so a quiet
+partition's credits expire within a tick), and keeps account profiles for reports.
+Every decision, and every expiry (``credit.expired``), is published on
 ``credits.decisions`` through the outbox, in the same transaction as its books.
 
 One :class:`Books` is one transaction's work; the approval endpoint uses it too,
@@ -21,6 +23,8 @@ from typing import Any
 from schemas import Event, Money
 from schemas.events import (
     CreditApplied,
+    CreditExpired,
+    CreditExpiredData,
     CreditGranted,
     CreditGrantedData,
     CreditPendingApproval,
@@ -311,6 +315,26 @@ class Books:
         self.decisions, self.settled, self.audit = [], [], []
 
 
+def expired_event(credit: dict[str, Any], left: Money) -> CreditExpired:
+    """``credit.expired`` for a credit row at its expiry (its id derives from the
+    credit, so a replay publishes the same event)."""
+    tenant, credit_id = credit["tenant"], credit["credit_id"]
+    return CreditExpired(
+        id=str(uuid.uuid5(_IDS, f"{tenant}/{credit_id}/credit.expired")),
+        source=SOURCE,
+        type="credit.expired",
+        subject=credit["account"],
+        tenant=tenant,
+        time=credit["expires_at"],
+        data=CreditExpiredData(
+            credit_id=credit_id,
+            offer_id=credit["offer_id"],
+            amount=left,
+            expires_at=credit["expires_at"],
+        ),
+    )
+
+
 def _held(req: GrantRequest) -> Money:
     """What a hold sets aside: the credit, for a credit (other rewards hold nothing)."""
     return req.value or Money(amount=0, currency=req.cost.currency)
@@ -518,6 +542,8 @@ class LedgerHandler:
             )
             b.moves.append((txn_id, row["credit_id"], "expired", left))
             await self._give_back(b, row["tenant"], row["partition"], money)
+            # billing drops what is left of the credit: it can no longer be applied
+            b.uow.publish("credits.decisions", expired_event(row, money))
         for row in await b.repo.due_approvals(clocks):
             b.refuse_pending(
                 row,

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from schemas.events import (
+    ClockTick,
     CreditApplied,
     Event,
     OfferAccepted,
@@ -89,12 +90,20 @@ def _cause(event: Event) -> str:
 
 
 async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence[Event]) -> Result:
-    """Applies a batch in order: one read of the accounts, one write back."""
+    """Applies a batch in order: one read of the accounts, one write back. A clock
+    tick only moves its tenant's stream clock (offers expire by it)."""
     result = Result()
+    marks: dict[str, datetime] = {}
+    accounts: list[Event] = []
+    for e in batch:
+        if isinstance(e, ClockTick):
+            marks[e.tenant] = max(marks.get(e.tenant, e.time), e.time)
+        else:
+            accounts.append(e)
+    batch = accounts
     books = await repo.load((e.tenant, e.subject) for e in batch)
     new: list[NewOffer] = []
     changes: list[StatusChange] = []
-    marks: dict[str, datetime] = {}
     # transitions with one cause (one event, one stream day) are one moment
     for (tenant, account, cause), group in itertools.groupby(
         batch, key=lambda e: (e.tenant, e.subject, _cause(e))

@@ -41,9 +41,13 @@ class Settings(BaseSettings):
     # reason that is neither transient nor one poisoned record (a handler failing on
     # everything) before it dead-letters the record and moves on.
     max_attempts: int = Field(default=5, ge=1)
+    # How often the elected ticker writes a round of clock ticks to every partition
+    # of the input topics, so that expiries and time-driven segment changes happen
+    # without traffic (services/runtime/ticks.py). "0s" turns ticking off.
+    tick_interval: timedelta = timedelta(minutes=1)
     demo_api_key: SecretStr | None = None
 
-    @field_validator("max_clock_skew", mode="before")
+    @field_validator("max_clock_skew", "tick_interval", mode="before")
     @classmethod
     def _parse_duration(cls, value: object) -> object:
         # environment variables arrive as text: "5m" rather than ISO 8601's "PT5M"

@@ -52,6 +52,11 @@ class RuntimeMetrics:
             " and were read again from the stored offsets.",
             registry=self.registry,
         )
+        self.ticks = Counter(
+            "loyalty_clock_ticks_written_total",
+            "Clock ticks this instance wrote while it led the ticker.",
+            registry=self.registry,
+        )
         self.outbox_backlog = Gauge(
             "loyalty_outbox_backlog", "Outbox rows not yet published.", registry=self.registry
         )

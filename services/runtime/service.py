@@ -24,6 +24,7 @@ from services.runtime.housekeeping import housekeeper
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.relay import OutboxRelay
 from services.runtime.tenants import TenantKeys, fold_tenant_keys
+from services.runtime.ticks import Ticker
 from services.runtime.topics import TENANTS, TopicNames, broker_incarnation, ensure_topics
 from services.runtime.worker import ConsumerWorker, FaultHook, Handler
 
@@ -83,6 +84,15 @@ class ServiceRuntime:
             max_attempts=settings.max_attempts,
         )
         self.housekeeper = housekeeper(spec.name, self.engine, settings.dedupe_retention_days)
+        # every instance of every service competes for the one ticker lock
+        self.ticker = Ticker(
+            service=spec.name,
+            engine=self.engine,
+            bootstrap=settings.kafka_bootstrap,
+            names=self.names,
+            interval=settings.tick_interval,
+            metrics=self.metrics,
+        )
         self.started = False
 
     async def start(self) -> None:
@@ -103,9 +113,11 @@ class ServiceRuntime:
         await self.housekeeper.start()
         await self.relay.start()
         await self.worker.start()
+        await self.ticker.start()
         self.started = True
 
     async def stop(self) -> None:
+        await self.ticker.stop()
         await self.housekeeper.stop()
         await self.worker.stop()
         await self.relay.stop()

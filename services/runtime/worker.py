@@ -847,52 +847,6 @@ class ConsumerWorker:
         """True when every assigned partition has been read to its high watermark."""
         return bool(self.assigned) and all(self._at_end(tp) for tp in self.assigned)
 
-    async def record_progress(self, now: datetime) -> None:
-        """Writes, for every assigned partition read to its end, that it was caught
-        up at ``now`` (the caller's clock); partitions with a backlog keep their
-        older time."""
-        consumer = self._consumer
-        if consumer is None or not self.assigned:
-            return
-        done = [tp for tp in self.assigned if self._at_end(tp)]
-        rows = [{"t": tp.topic, "p": tp.partition} for tp in sorted(self.assigned)]
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO partition_progress (topic, partition) VALUES (:t, :p)"
-                    " ON CONFLICT DO NOTHING"
-                ),
-                rows,
-            )
-            if done:
-                await conn.execute(
-                    text(
-                        "UPDATE partition_progress SET caught_up_at = :now"
-                        " WHERE topic = :t AND partition = :p"
-                    ),
-                    [{"t": tp.topic, "p": tp.partition, "now": now} for tp in done],
-                )
-
-    async def caught_up_everywhere(self, topics: Iterable[str]) -> datetime | None:
-        """The time up to which every partition of ``topics`` (logical names), on any
-        instance, is known to have been read to its end; None if one never was."""
-        physical = [self.names.physical(t) for t in topics]
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT count(*), count(caught_up_at), min(caught_up_at)"
-                        " FROM partition_progress WHERE topic = ANY(:t)"
-                    ),
-                    {"t": physical},
-                )
-            ).one()
-        total, known, oldest = row
-        if total == 0 or known < total:
-            return None
-        result: datetime = oldest
-        return result
-
     def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
         for tp in self.assigned:
             hw = consumer.highwater(tp)

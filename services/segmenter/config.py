@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
 from services.runtime.config import Settings
 
 
 class SegmenterSettings(Settings):
-    """``LOYALTY_SEGMENTER_CLOCK``: ``live`` advances stream time with the wall clock
-    too (production); ``event`` uses event time only (replays, tests, backfills).
-    ``LOYALTY_SEGMENTER_TICK_S``: how often live mode checks for a new stream day."""
+    """``LOYALTY_SEGMENTER_CLOCK``: ``live`` judges lateness on arrival and rolls
+    days over by clock ticks (production; ``LOYALTY_TICK_INTERVAL`` sets how often
+    they come); ``event`` uses event time only (replays, tests, backfills)."""
 
     segmenter_clock: Literal["live", "event"] = "live"
-    segmenter_tick_s: float = Field(default=10.0, gt=0)

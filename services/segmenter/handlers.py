@@ -18,6 +18,7 @@ from schemas.events import (
     SegmentExited,
 )
 from services.runtime.codec import KafkaMessage, encode_fields
+from services.runtime.ticks import complete_rounds, split_ticks
 from services.runtime.worker import Inbound, UnitOfWork
 from services.segmenter.adapters.db import PostgresAccountRepository, StateCache
 from services.segmenter.domain import fold
@@ -56,8 +57,6 @@ class AccountRepository(Protocol):
         self, clocks: Iterable[TenantClock], states: dict[AccountKey, AccountState]
     ) -> None: ...
 
-    async def lock_clock_if_free(self, tenant: str) -> TenantClock | None: ...
-
 
 @dataclass
 class FoldResult:
@@ -70,6 +69,7 @@ async def process(
     program: SegmenterProgram,
     batch: Sequence[Inbound],
     now: datetime | None,
+    rounds: Mapping[str, datetime] | None = None,
 ) -> FoldResult:
     """Folds a batch in order: one read of clocks and accounts, one write back.
 
@@ -78,13 +78,16 @@ async def process(
     refused; crossing midnight rolls the tenant over. Live mode (``now`` given):
     an event is refused when it *arrived* (its Kafka timestamp) more than the
     allowed lateness after it happened — a backlog of our own never makes events
-    late — and days are rolled over by :func:`tick` from the wall clock.
+    late — and days are rolled over by clock ticks: ``rounds`` gives, per tenant,
+    the time of a round of ticks now read on every input partition
+    (``services/runtime/ticks.py``), applied after the batch's events.
 
     A rollover or a redraw needs the tenant's index (all its accounts): it is
     loaded once per batch, when first needed, and only the accounts it touches
     are written back."""
     result = FoldResult()
-    tenants = {i.event.tenant for i in batch}
+    rounds = rounds or {}
+    tenants = {i.event.tenant for i in batch} | set(rounds)
     clocks = await repo.load_clocks(tenants)
     states = await repo.load_accounts((i.event.tenant, i.event.subject) for i in batch)
     indexes: dict[str, TenantIndex] = {}
@@ -138,6 +141,15 @@ async def process(
             )
             result.transitions.extend(redrawn)
             touched(clock.tenant, changed)
+    for tenant, at in sorted(rounds.items()):
+        clock = clocks[tenant]
+        if clock.watermark is None:
+            continue  # no account yet: nothing for time to change
+        due = fold.advance(clock, program, at)
+        if due is not None:
+            rolled, changed = fold.rollover(program, clock, await index_of(clock), due)
+            result.transitions.extend(rolled)
+            touched(tenant, changed)
     for tenant, index in indexes.items():
         for key in dirty:
             if key[0] == tenant and key not in states:
@@ -273,17 +285,21 @@ def public_features(view: Mapping[str, Any]) -> AccountFeatures:
 
 @dataclass
 class SegmenterHandler:
-    """The runtime handler: folds the batch and turns results into outbox rows."""
+    """The runtime handler: folds the batch and turns results into outbox rows.
+    Clock ticks count towards their rounds (live mode) and are not account events."""
 
     program: SegmenterProgram
     wall_clock: Callable[[], datetime] | None  # None: event time only (replays, tests)
     cache: StateCache = field(default_factory=StateCache)
 
     async def __call__(self, uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+        events, ticks = split_ticks(batch)
         now = self.wall_clock() if self.wall_clock else None
+        # event-time mode: the events alone move time, ticks mean nothing
+        rounds = await complete_rounds(uow.conn, ticks) if now is not None else {}
         repo = PostgresAccountRepository(uow.conn, self.cache)
         try:
-            result = await process(repo, self.program, batch, now)
+            result = await process(repo, self.program, events, now, rounds)
         except BaseException:
             self.cache.clear()  # the fold may have changed kept states: trust none
             raise
@@ -291,32 +307,3 @@ class SegmenterHandler:
             uow.publish_message("segments.changes", transition_message(t))
         for item, reason in result.late:
             uow.reject(item, reason)
-
-
-async def tick(
-    repo: AccountRepository, program: SegmenterProgram, tenant: str, now: datetime
-) -> list[Transition]:
-    """Live mode: advances one tenant's stream time to the wall clock and rolls it
-    over if a day ended. A tenant busy with a batch is skipped until the next tick."""
-    clock = await repo.lock_clock_if_free(tenant)
-    if clock is None or clock.watermark is None:
-        return []
-    due = fold.advance(clock, program, now)
-    if due is None:
-        await repo.save([clock], {})
-        return []
-    states: dict[AccountKey, AccountState] = {}
-    index = await repo.load_index(program, clock, states)
-    transitions, changed = fold.rollover(program, clock, index, due)
-    await repo.save([clock], {(tenant, a): index.states[a] for a in changed})
-    return transitions
-
-
-async def tick_tenant(
-    uow: UnitOfWork, program: SegmenterProgram, tenant: str, now: datetime
-) -> int:
-    """:func:`tick` on Postgres, publishing what it caused; returns how many."""
-    transitions = await tick(PostgresAccountRepository(uow.conn), program, tenant, now)
-    for t in transitions:
-        uow.publish_message("segments.changes", transition_message(t))
-    return len(transitions)

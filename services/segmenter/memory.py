@@ -57,10 +57,5 @@ class MemoryAccountRepository:
         for k, s in states.items():
             self.accounts[k] = dump_state(s)
 
-    async def lock_clock_if_free(self, tenant: str) -> TenantClock | None:
-        self.round_trips += 1
-        clock = self.clocks.get(tenant)
-        return copy.deepcopy(clock) if clock is not None else None
-
     def state(self, tenant: str, account: str) -> AccountState:
         return load_state(self.accounts[(tenant, account)])

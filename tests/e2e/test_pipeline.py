@@ -164,8 +164,17 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
                 for s in m.samples
                 if "billing" in str(s.labels.get("topic", ""))
             }
+            billing = await read_all(
+                settings.kafka_bootstrap, f"{settings.topic_prefix}events.billing", timeout_s=3
+            )
+            async with rt.engine.connect() as conn:
+                offsets = (await conn.execute(text("SELECT * FROM consumer_offsets"))).all()
+                moves = (await conn.execute(text("SELECT * FROM credit_moves"))).all()
             raise AssertionError(
-                f"redemption not booked: balance {statement['balance']}; ledger read"
+                f"billing records {[(r.partition, r.offset, r.key) for r in billing]};"
+                f" stored offsets {[tuple(o) for o in offsets]}; moves {moves};"
+                f" positions {rt.worker._positions}; assigned {rt.worker.assigned};"
+                f" redemption not booked: balance {statement['balance']}; ledger read"
                 f" {await rt.worker.consumed(['events.billing'])} billing records,"
                 f" rewinds {rt.worker.rewinds}, dead letters {reasons}, counters {counts}"
             )

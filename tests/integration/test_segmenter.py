@@ -12,11 +12,12 @@ from schemas import Event
 from services.cli import create_tenant_key
 from services.runtime.config import Settings
 from services.runtime.service import ServiceRuntime
+from services.runtime.ticks import round_ticks
 from services.segmenter.app import TOPICS, create_app, load, spec
 from services.segmenter.config import SegmenterSettings
 from tests.apps import running, runtime_of
 from tests.conftest import SettingsFactory
-from tests.kafka_helpers import decoded, produce, read_all
+from tests.kafka_helpers import decoded, produce, produce_ticks, read_all
 from tests.unit.segmenter_events import at, key_action, login, subscribed
 
 
@@ -150,57 +151,58 @@ async def test_one_batch_equals_event_by_event_on_the_real_stack(
     assert whole[1] == single[1] and len(whole[1]) > 10
 
 
-async def test_live_mode_rolls_days_over_by_the_wall_clock(settings: Settings) -> None:
-    """The live stream clock on Postgres: no event for 31 days, one tick later the
-    silent account is at risk (the tick is called with a wall clock 31 days on)."""
+async def test_live_mode_rolls_days_over_when_a_round_of_ticks_is_read_everywhere(
+    settings: Settings,
+) -> None:
+    """No event for 31 days: a round of clock ticks then makes the silent account at
+    risk — but only once the round has been read on every input partition (a
+    partition whose tick is still unread may hold a backlog from before)."""
     from datetime import UTC, datetime, timedelta
 
-    local = SegmenterSettings(
-        **{**settings.model_dump(), "segmenter_clock": "live", "segmenter_tick_s": 3600}
-    )
+    local = SegmenterSettings(**{**settings.model_dump(), "segmenter_clock": "live"})
     now = datetime.now(UTC)
     events: list[Event] = [subscribed("acct", now - timedelta(minutes=30), tenant="acme")]
     events += [
         key_action("acct", now - timedelta(minutes=20 - i), tenant="acme") for i in range(10)
     ]
-    await feed(local, events)
+    later = now + timedelta(days=31)
+    partitions = dict.fromkeys(TOPICS, local.partitions)
+    ticks = round_ticks("acme", later, partitions)
+    assert len(ticks) == 3 * local.partitions
     app = create_app(local)
-    async with running(app):
+    async with running(app):  # creates the topics with their partitions
         rt = runtime_of(app)
+        await feed(local, events)
         await until_consumed(rt, len(events))
+
+        async def segments_and_day() -> tuple[list[str], int]:
+            async with rt.engine.connect() as conn:
+                segments, day = (
+                    await conn.execute(
+                        text(
+                            "SELECT a.segments, c.stream_day FROM accounts a JOIN tenant_clocks c"
+                            " USING (tenant) WHERE a.account = 'acct'"
+                        )
+                    )
+                ).one()
+            return list(segments), int(day)
+
+        _, first_day = await segments_and_day()
+        # all ticks of the round but one: the day may not end yet
+        await produce_ticks(local.kafka_bootstrap, local.topic_prefix, ticks[:-1])
+        await until_consumed(rt, len(events) + len(ticks) - 1)
+        segments, day = await segments_and_day()
+        assert day == first_day and "at_risk" not in segments
+        # the last tick of the round (and the same round again: nothing more)
+        await produce_ticks(local.kafka_bootstrap, local.topic_prefix, ticks[-1:] + ticks[:2])
+        await until_consumed(rt, len(events) + len(ticks) + 2)
         for _ in range(100):
-            if rt.worker.caught_up_all():
+            segments, day = await segments_and_day()
+            if "at_risk" in segments:
                 break
             await asyncio.sleep(0.1)
-        later = now + timedelta(days=31)
-        # another instance owns a partition that has not caught up since "now":
-        # time may not move past what it has read
-        async with rt.engine.begin() as conn:
-            await conn.execute(
-                text("INSERT INTO partition_progress VALUES (:t, 99, :at)"),
-                {"t": f"{local.topic_prefix}events.product", "at": now},
-            )
-        assert await app.state.stream_clock.tick(later) == 0
-        async with rt.engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE partition_progress SET caught_up_at = :at WHERE partition = 99"),
-                {"at": later},
-            )
-        published = await app.state.stream_clock.tick(later)
-        assert published > 0
-        async with rt.engine.connect() as conn:
-            segments, day = (
-                await conn.execute(
-                    text(
-                        "SELECT a.segments, c.stream_day FROM accounts a JOIN tenant_clocks c"
-                        " USING (tenant) WHERE a.account = 'acct'"
-                    )
-                )
-            ).one()
         assert "at_risk" in segments
-        assert day == (now + timedelta(days=31) - timedelta(hours=1)).date().toordinal()
-        # a second tick on the same day changes nothing
-        assert await app.state.stream_clock.tick(now + timedelta(days=31)) == 0
+        assert day == (later - timedelta(hours=1)).date().toordinal()
     changes = decoded(
         await read_all(local.kafka_bootstrap, f"{local.topic_prefix}segments.changes", at_least=1)
     )

@@ -16,7 +16,7 @@ from services.runtime.worker import Inbound
 from services.segmenter.domain.days import day_of
 from services.segmenter.domain.program import SegmenterProgram, load_program
 from services.segmenter.domain.rfm import breakpoints, score
-from services.segmenter.handlers import FoldResult, process, tick, transition_event
+from services.segmenter.handlers import FoldResult, process, transition_event
 from tests.unit.fakes import FakeAccountRepository
 from tests.unit.segmenter_events import (
     at,
@@ -93,11 +93,11 @@ async def test_a_silent_account_leaves_power_users_and_enters_at_risk_on_time() 
     assert rollover_moves[0].cause_id is None  # time alone did it
 
 
-async def test_live_mode_moves_time_without_any_event() -> None:
+async def test_live_mode_moves_time_by_a_round_of_ticks_without_any_event() -> None:
     _, repo = await run(power_month("solo"))
     assert "power_users" in repo.state("t", "solo").segments
-    # nothing arrives; the wall clock says 40 days later
-    transitions = await tick(repo, PROGRAM, "t", at(70))
+    # nothing arrives but a round of clock ticks, 40 days later
+    transitions = (await process(repo, PROGRAM, [], now=at(70), rounds={"t": at(70)})).transitions
     assert ("entered", "at_risk", day_of(at(28)) + 30) in [
         (t.kind, t.segment, t.as_of) for t in transitions
     ]
@@ -243,9 +243,9 @@ async def test_live_mode_never_rolls_days_over_from_events() -> None:
     result = await process(repo, PROGRAM, items[:1], now=at(0, 2))
     day0 = repo.clocks["t"].stream_day
     result = await process(repo, PROGRAM, items[1:], now=at(4, 2))
-    assert repo.clocks["t"].stream_day == day0  # only tick() moves it
+    assert repo.clocks["t"].stream_day == day0  # only a round of ticks moves it
     assert all(t.cause_id is not None for t in result.transitions)
-    moved = await tick(repo, PROGRAM, "t", at(4, 2))
+    moved = (await process(repo, PROGRAM, [], now=at(4, 2), rounds={"t": at(4, 2)})).transitions
     assert repo.clocks["t"].stream_day == day_of(at(4))
     assert all(t.cause_id is None for t in moved)
 

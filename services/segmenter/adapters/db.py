@@ -153,16 +153,6 @@ class PostgresAccountRepository:
         )
         return {row[0]: _clock(*row) for row in rows.all()}
 
-    async def clocks_due(self, day: int, limit: int = 50) -> list[str]:
-        rows = await self.conn.execute(
-            text("SELECT tenant FROM tenant_clocks WHERE stream_day < :d ORDER BY tenant LIMIT :n"),
-            {"d": day, "n": limit},
-        )
-        return [r[0] for r in rows.all()]
-
-    async def lock_clock_if_free(self, tenant: str) -> TenantClock | None:
-        return await self._one_clock(tenant, " FOR UPDATE SKIP LOCKED")
-
     async def get_clock(self, tenant: str) -> TenantClock | None:
         return await self._one_clock(tenant, "")
 

@@ -67,9 +67,6 @@ class OwnedAccountRepository:
         self.states.update(states)
         self._dirty.update(states)
 
-    async def lock_clock_if_free(self, tenant: str) -> TenantClock | None:
-        return self.clocks.get(tenant)
-
     def take_dirty(self) -> tuple[list[TenantClock], dict[AccountKey, AccountState]]:
         """What changed since the last call: the clocks and accounts to write back."""
         clocks = [self.clocks[t] for t in sorted(self._dirty_clocks)]
