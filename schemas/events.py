@@ -292,6 +292,17 @@ class ClockTickData(Contract):
     round_size: int = Field(ge=1, description="How many ticks the round wrote for the tenant.")
 
 
+class ClockWatermarkData(Contract):
+    """A sender's promise, written by ingest for a time-ordered history to every
+    partition of the input topics: no event of the tenant older than ``watermark``
+    follows on this partition."""
+
+    watermark: AwareDatetime
+    topic: str = Field(description="The logical topic the watermark was written to.")
+    partition: int = Field(ge=0)
+    partitions: int = Field(ge=1, description="How many partitions it was written to.")
+
+
 class TenantKeyAddedData(Contract):
     """A tenant API key, stored as a SHA-256 hash; the key itself never travels."""
 
@@ -447,6 +458,13 @@ class ClockTick(Event):
     data: ClockTickData
 
 
+class ClockWatermark(Event):
+    """Not an account's event: ``subject`` names the partition (``~<topic>/<n>``)."""
+
+    type: Literal["clock.watermark"]
+    data: ClockWatermarkData
+
+
 class TenantKeyAdded(Event):
     """On the ``tenants`` topic; ``subject`` and ``tenant`` are the tenant id."""
 
@@ -479,6 +497,7 @@ AnyEvent = Annotated[
     | CreditPendingApproval
     | CreditExpired
     | ClockTick
+    | ClockWatermark
     | TenantKeyAdded,
     Field(discriminator="type"),
 ]
@@ -513,6 +532,7 @@ CATALOG: dict[str, type[Event]] = {
         CreditPendingApproval,
         CreditExpired,
         ClockTick,
+        ClockWatermark,
         TenantKeyAdded,
     )
 }

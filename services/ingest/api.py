@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.ingest.adapters.kafka import BrokerUnavailable, KafkaEventPublisher
@@ -45,11 +45,24 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
         401: {"description": "missing or unknown API key"},
         413: {"description": "body or batch too large"},
         415: {"description": "not a CloudEvents JSON content type"},
-        422: {"description": "invalid events, by index, field and reason"},
+        422: {"description": "invalid events (by index, field and reason) or parameters"},
         503: {"description": "broker unavailable; retry after Retry-After seconds"},
     },
 )
-async def post_events(request: Request, tenant: TenantDep) -> JSONResponse:
+async def post_events(
+    request: Request,
+    tenant: TenantDep,
+    ordered: Annotated[
+        bool,
+        Query(
+            description="The sender posts a history in time order: ingest brackets the"
+            " batch with clock.watermark records on every input partition (its oldest"
+            " event time before, its newest after), so that a segmenter in event-time"
+            " mode folds the history in time order across partitions. Promises that no"
+            " later request of the tenant holds an event older than this batch's newest."
+        ),
+    ] = False,
+) -> JSONResponse:
     """Accepts events; 202 only once the broker acknowledged every one of them."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in (SINGLE, BATCH, "application/json"):
@@ -77,7 +90,11 @@ async def post_events(request: Request, tenant: TenantDep) -> JSONResponse:
         )
     publisher: KafkaEventPublisher = request.app.state.publisher
     try:
+        if ordered and events:
+            await publisher.publish_watermark(tenant, min(e.time for e in events))
         await publisher.publish([(topic_for(e), e) for e in events])
+        if ordered and events:
+            await publisher.publish_watermark(tenant, max(e.time for e in events))
     except BrokerUnavailable as exc:
         return _problem(
             503,

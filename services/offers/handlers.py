@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from schemas.events import (
     ClockTick,
+    ClockWatermark,
     CreditApplied,
     Event,
     OfferAccepted,
@@ -91,12 +92,12 @@ def _cause(event: Event) -> str:
 
 async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence[Event]) -> Result:
     """Applies a batch in order: one read of the accounts, one write back. A clock
-    tick only moves its tenant's stream clock (offers expire by it)."""
+    tick or watermark only moves its tenant's stream clock (offers expire by it)."""
     result = Result()
     marks: dict[str, datetime] = {}
     accounts: list[Event] = []
     for e in batch:
-        if isinstance(e, ClockTick):
+        if isinstance(e, ClockTick | ClockWatermark):
             marks[e.tenant] = max(marks.get(e.tenant, e.time), e.time)
         else:
             accounts.append(e)

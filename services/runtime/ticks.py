@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from schemas.events import ClockTick, ClockTickData
+from schemas.events import ClockTick, ClockTickData, ClockWatermark, ClockWatermarkData
 from services.runtime.codec import encode
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.topics import TopicNames
@@ -83,27 +83,54 @@ def round_ticks(
     return out
 
 
+def watermark_records(
+    tenant: str, at: datetime, partitions: dict[str, int]
+) -> list[tuple[str, int, ClockWatermark]]:
+    """A time-ordered history's promise at ``at`` (see ``clock.watermark``) for every
+    partition of ``partitions``; ids derive from (tenant, topic, partition, time)."""
+    size = sum(partitions.values())
+    return [
+        (
+            topic,
+            p,
+            ClockWatermark(
+                id=str(uuid.uuid5(_IDS, f"{tenant}/{topic}/{p}/watermark/{at.isoformat()}")),
+                source="loyalty/ingest",
+                type="clock.watermark",
+                subject=f"~{topic}/{p}",
+                tenant=tenant,
+                time=at,
+                data=ClockWatermarkData(watermark=at, topic=topic, partition=p, partitions=size),
+            ),
+        )
+        for topic, count in sorted(partitions.items())
+        for p in range(count)
+    ]
+
+
 def split_ticks(items: Sequence[T]) -> tuple[list[T], list[T]]:
-    """(the account events, the ticks) of a batch, each in batch order."""
+    """(the account events, the time records: ticks and watermarks) of a batch, each
+    in batch order."""
     events: list[T] = []
     ticks: list[T] = []
     for item in items:
-        (ticks if isinstance(item.event, ClockTick) else events).append(item)
+        (ticks if isinstance(item.event, ClockTick | ClockWatermark) else events).append(item)
     return events, ticks
 
 
 async def complete_rounds(conn: AsyncConnection, ticks: Sequence[Inbound]) -> dict[str, datetime]:
-    """Counts ``ticks`` (first seen, in the batch's transaction) towards their rounds
+    """Counts ``ticks`` (first seen, in the batch's transaction; watermarks in it are
+    not rounds and are passed over) towards their rounds
     and returns, per tenant, the time of the newest round now read in full. A round
     missing a tick (its ticker died halfway) never completes; the next one does,
     and older rounds are then forgotten."""
-    if not ticks:
-        return {}
     counts: Counter[tuple[str, datetime, int]] = Counter()
     for item in ticks:
         tick = item.event
-        assert isinstance(tick, ClockTick)
-        counts[(tick.tenant, tick.data.round, tick.data.round_size)] += 1
+        if isinstance(tick, ClockTick):
+            counts[(tick.tenant, tick.data.round, tick.data.round_size)] += 1
+    if not counts:
+        return {}
     keys = sorted(counts)
     rows = await conn.execute(
         text(

@@ -21,6 +21,7 @@ from services.runtime.codec import KafkaMessage, encode_fields
 from services.runtime.ticks import complete_rounds, split_ticks
 from services.runtime.worker import Inbound, UnitOfWork
 from services.segmenter.adapters.db import PostgresAccountRepository, StateCache
+from services.segmenter.adapters.held import hold_in_order
 from services.segmenter.domain import fold
 from services.segmenter.domain.due import TenantIndex
 from services.segmenter.domain.features import AccountState
@@ -286,7 +287,8 @@ def public_features(view: Mapping[str, Any]) -> AccountFeatures:
 @dataclass
 class SegmenterHandler:
     """The runtime handler: folds the batch and turns results into outbox rows.
-    Clock ticks count towards their rounds (live mode) and are not account events."""
+    Clock ticks count towards their rounds (live mode); in event-time mode a
+    history's watermarks order it across partitions (``adapters/held.py``)."""
 
     program: SegmenterProgram
     wall_clock: Callable[[], datetime] | None  # None: event time only (replays, tests)
@@ -295,8 +297,13 @@ class SegmenterHandler:
     async def __call__(self, uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
         events, ticks = split_ticks(batch)
         now = self.wall_clock() if self.wall_clock else None
-        # event-time mode: the events alone move time, ticks mean nothing
-        rounds = await complete_rounds(uow.conn, ticks) if now is not None else {}
+        if now is None:
+            # event time: the events move time; watermarks order a history across
+            # partitions, ticks mean nothing
+            events = await hold_in_order(uow.conn, uow.names, events, ticks)
+            rounds = {}
+        else:
+            rounds = await complete_rounds(uow.conn, ticks)
         repo = PostgresAccountRepository(uow.conn, self.cache)
         try:
             result = await process(repo, self.program, events, now, rounds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -12,6 +13,7 @@ from aiokafka.errors import KafkaError
 from schemas import Event
 from services.runtime.codec import encode
 from services.runtime.relay import make_producer
+from services.runtime.ticks import TICKED_TOPICS, watermark_records
 from services.runtime.topics import TopicNames
 from services.runtime.worker import stop_quietly
 
@@ -72,6 +74,34 @@ class KafkaEventPublisher:
                     futures.append(
                         await producer.send(
                             self.names.physical(topic), msg.value, key=msg.key, headers=msg.headers
+                        )
+                    )
+                await asyncio.gather(*futures)
+        except (TimeoutError, KafkaError) as exc:
+            raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
+
+    async def publish_watermark(self, tenant: str, at: datetime) -> None:
+        """Writes ``clock.watermark`` at ``at`` for ``tenant`` to every partition of the
+        input topics (a time-ordered history's promise) and waits for the acks."""
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("not connected to the broker yet")
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                partitions = {
+                    t: len(await producer.partitions_for(self.names.physical(t)))
+                    for t in TICKED_TOPICS
+                }
+                futures = []
+                for topic, p, mark in watermark_records(tenant, at, partitions):
+                    msg = encode(mark)
+                    futures.append(
+                        await producer.send(
+                            self.names.physical(topic),
+                            msg.value,
+                            key=msg.key,
+                            partition=p,
+                            headers=msg.headers,
                         )
                     )
                 await asyncio.gather(*futures)
