@@ -35,8 +35,8 @@ from schemas.events import (
     OnboardingCompletedData,
 )
 from services.bench import with_stack
+from services.runtime.batch import Inbound
 from services.runtime.db import create_engine
-from services.runtime.worker import Inbound
 from services.segmenter.adapters.db import PostgresAccountRepository
 from services.segmenter.adapters.owned import OwnedAccountRepository
 from services.segmenter.domain import fold

@@ -20,7 +20,7 @@ from schemas.events import Event
 from services.offers.domain.program import OffersProgram, load_offers_program
 from services.offers.handlers import process as offers_process
 from services.offers.memory import MemoryOfferRepository
-from services.runtime.worker import Inbound
+from services.runtime.batch import Inbound
 from services.segmenter.backfill import read_history
 from services.segmenter.domain.program import SegmenterProgram, load_program
 from services.segmenter.handlers import process as segmenter_process

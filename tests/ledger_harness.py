@@ -31,10 +31,10 @@ from schemas.events import (
 from services.ledger.app import spec
 from services.ledger.domain.program import LedgerProgram
 from services.ledger.handlers import LedgerHandler
+from services.runtime.batch import Inbound, UnitOfWork
 from services.runtime.codec import decode, encode
 from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
 from services.runtime.topics import TopicNames
-from services.runtime.worker import Inbound, UnitOfWork
 
 NAMES = TopicNames("")
 

@@ -7,9 +7,9 @@ from fastapi import FastAPI
 from services.ingest.adapters.kafka import KafkaEventPublisher
 from services.ingest.api import router
 from services.ingest.config import IngestSettings
+from services.runtime.batch import FaultHook
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
 from services.runtime.topics import TENANTS
-from services.runtime.worker import FaultHook
 
 SPEC_NAME = "ingest"
 

@@ -19,8 +19,9 @@ from schemas.events import OfferIssued
 from services.ledger.adapters.db import PostgresLedgerRepository
 from services.ledger.domain.decide import GrantRequest
 from services.ledger.handlers import Approval, Books
+from services.runtime.batch import UnitOfWork
+from services.runtime.errors import is_transient
 from services.runtime.service import ServiceRuntime, TenantDep
-from services.runtime.worker import UnitOfWork, is_transient
 
 router = APIRouter(prefix="/v1")
 Format = Literal["json", "csv"]

@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from services.ledger.api import router
 from services.ledger.domain.program import LedgerProgram, load_ledger_program
 from services.ledger.handlers import LedgerHandler
+from services.runtime.batch import FaultHook
 from services.runtime.config import Settings
 from services.runtime.program_file import read_program
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
-from services.runtime.worker import FaultHook
 
 TOPICS = ("offers.decisions", "events.billing", "segments.changes")
 

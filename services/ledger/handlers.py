@@ -40,7 +40,7 @@ from services.ledger.adapters.db import AccountKey, PostgresLedgerRepository
 from services.ledger.domain import books
 from services.ledger.domain.decide import BudgetKey, GrantRequest, Verdict, decide, needs
 from services.ledger.domain.program import LedgerProgram
-from services.runtime.worker import Inbound, UnitOfWork
+from services.runtime.batch import Inbound, UnitOfWork
 
 SOURCE = "loyalty/ledger"
 _IDS = uuid.UUID("a3d1c7e2-9b44-4f0e-b6c5-7e2d9f1a0c03")

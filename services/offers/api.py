@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.offers.adapters.db import PostgresOfferRepository
 from services.offers.domain.records import ALLOWED_FROM, StatusChange
 from services.offers.handlers import status_event
+from services.runtime.batch import UnitOfWork
 from services.runtime.service import TenantDep
-from services.runtime.worker import UnitOfWork
 
 router = APIRouter(prefix="/v1")
 

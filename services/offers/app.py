@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from services.offers.api import router
 from services.offers.domain.program import OffersProgram, load_offers_program
 from services.offers.handlers import OffersHandler
+from services.runtime.batch import FaultHook
 from services.runtime.config import Settings
 from services.runtime.program_file import read_program
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
-from services.runtime.worker import FaultHook
 
 TOPICS = ("segments.changes", "events.product", "events.billing", "events.support")
 

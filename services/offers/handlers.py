@@ -41,7 +41,7 @@ from services.offers.domain.records import (
     StatusChange,
     SuppressionRow,
 )
-from services.runtime.worker import Inbound, UnitOfWork
+from services.runtime.batch import Inbound, UnitOfWork
 
 SOURCE = "loyalty/offers"
 _IDS = uuid.UUID("5d0f7f2e-8d0a-4b8e-9a3c-1e2f3a4b5c06")

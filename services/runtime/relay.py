@@ -21,8 +21,10 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.runtime.batch import FaultHook
+from services.runtime.errors import is_transient
 from services.runtime.metrics import RuntimeMetrics
-from services.runtime.worker import FaultHook, finish_task, is_transient, stop_quietly
+from services.runtime.tasks import finish_task, stop_quietly
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.runtime.batch import FaultHook, Handler
 from services.runtime.config import Settings
 from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
 from services.runtime.housekeeping import housekeeper
@@ -26,7 +27,7 @@ from services.runtime.relay import OutboxRelay
 from services.runtime.tenants import TenantKeys, fold_tenant_keys
 from services.runtime.ticks import Ticker
 from services.runtime.topics import TENANTS, TopicNames, broker_incarnation, ensure_topics
-from services.runtime.worker import ConsumerWorker, FaultHook, Handler
+from services.runtime.worker import ConsumerWorker
 
 log = logging.getLogger(__name__)
 

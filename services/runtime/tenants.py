@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.events import TenantKeyAdded, TenantKeyAddedData
-from services.runtime.worker import Inbound, UnitOfWork
+from services.runtime.batch import Inbound, UnitOfWork
 
 
 def new_api_key() -> str:

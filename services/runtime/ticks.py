@@ -39,10 +39,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.events import ClockTick, ClockTickData, ClockWatermark, ClockWatermarkData
+from services.runtime.batch import Inbound
 from services.runtime.codec import encode
+from services.runtime.errors import is_transient
 from services.runtime.metrics import RuntimeMetrics
+from services.runtime.tasks import finish_task, stop_quietly
 from services.runtime.topics import TopicNames
-from services.runtime.worker import Inbound, finish_task, is_transient, stop_quietly
 
 log = logging.getLogger(__name__)
 

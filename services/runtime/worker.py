@@ -33,253 +33,28 @@ forever.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from base64 import b64encode
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from schemas import AnyEvent, Event
+from services.runtime import offsets
 from services.runtime.admission import clock_skew_violation, record_arrival
-from services.runtime.codec import DecodeError, KafkaMessage, decode, encode
+from services.runtime.batch import FaultHook, Handler, Inbound, UnitOfWork, keep_first_seen
+from services.runtime.codec import DecodeError, decode
+from services.runtime.errors import describe_error, is_data_error, is_transient
 from services.runtime.metrics import RuntimeMetrics
+from services.runtime.tasks import finish_task, stop_quietly
 from services.runtime.topics import TopicNames
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-FaultHook = Callable[[str], None]
-"""Called with a step name (``before_commit``, ``after_commit``, ``relay_after_send``);
-tests raise from it to simulate a crash at that step."""
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A decoded event and where it came from."""
-
-    event: AnyEvent
-    topic: str
-    partition: int
-    offset: int
-    record: Any = field(default=None, compare=False)  # the ConsumerRecord, to dead-letter
-    arrival: datetime | None = None  # the record's Kafka timestamp: when it entered the system
-
-
-@dataclass
-class UnitOfWork:
-    """What a handler gets: the batch's open transaction and an outbox to publish into."""
-
-    conn: AsyncConnection
-    names: TopicNames
-    service: str = ""
-    _rows: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[tuple[Inbound, str]] = field(default_factory=list)
-
-    def reject(self, item: Inbound, reason: str) -> None:
-        """Dead-letters an event the handler refuses (e.g. too late), with the reason;
-        its offset is stored with the rest of the batch, so the consumer goes on."""
-        if item.record is None:
-            raise ValueError("only a consumed event can be dead-lettered")
-        self.dead_letter(item.record, item.topic, reason, self.service)
-        self.rejected.append((item, reason))
-
-    def publish(self, topic: str, event: Event) -> None:
-        """Queue ``event`` for the logical ``topic``; sent after the transaction commits."""
-        self.publish_message(topic, encode(event))
-
-    def publish_message(self, topic: str, msg: KafkaMessage) -> None:
-        """Queue an encoded message (see ``codec.encode_fields``) for the logical ``topic``."""
-        self._rows.append(_outbox_row(self.names.physical(topic), msg.key, msg.value, msg.headers))
-
-    def dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], logical_topic: str, reason: str, service: str
-    ) -> None:
-        headers = [
-            *(record.headers or ()),
-            ("dlq_reason", reason.encode()[:4000]),
-            ("dlq_service", service.encode()),
-            ("dlq_source_topic", record.topic.encode()),
-            ("dlq_source_partition", str(record.partition).encode()),
-            ("dlq_source_offset", str(record.offset).encode()),
-        ]
-        self._rows.append(
-            _outbox_row(self.names.dlq(logical_topic), record.key, record.value, headers)
-        )
-
-    async def flush(self) -> int:
-        rows = self._rows
-        for start in range(0, len(rows), _FLUSH_ROWS):
-            part = rows[start : start + _FLUSH_ROWS]
-            # one statement with arrays per slice, in queue order (ids follow it)
-            await self.conn.execute(
-                text(
-                    "INSERT INTO outbox (topic, key, value, headers)"
-                    " SELECT t, k, v, CAST(h AS jsonb) FROM unnest(CAST(:t AS text[]),"
-                    " CAST(:k AS bytea[]), CAST(:v AS bytea[]), CAST(:h AS text[]))"
-                    " WITH ORDINALITY AS x(t, k, v, h, n) ORDER BY n"
-                ),
-                {
-                    "t": [r["topic"] for r in part],
-                    "k": [r["key"] for r in part],
-                    "v": [r["value"] for r in part],
-                    "h": [r["headers"] for r in part],
-                },
-            )
-        n = len(rows)
-        self._rows = []
-        return n
-
-
-_FLUSH_ROWS = 5_000  # rows per statement: large arrays cost more than they save
-
-
-@lru_cache(maxsize=4096)
-def _json_name(name: str) -> str:
-    return json.dumps(name)
-
-
-@lru_cache(maxsize=65_536)
-def _b64(value: bytes) -> str:
-    return b64encode(value).decode()  # most header values repeat (type, source, tenant, day)
-
-
-def _outbox_row(
-    topic: str, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]
-) -> dict[str, Any]:
-    return {
-        "topic": topic,
-        "key": key,
-        "value": value,
-        # the JSON by hand (this runs for every message): names quoted once, cached
-        "headers": "[" + ",".join(f'[{_json_name(k)},"{_b64(v)}"]' for k, v in headers) + "]",
-    }
-
-
-Handler = Callable[[UnitOfWork, Sequence[Inbound]], Awaitable[None]]
-
-
-async def finish_task(task: asyncio.Task[None] | None, what: str, timeout_s: float = 15) -> None:
-    """Lets a background loop end by itself, cancelling it after ``timeout_s``. A loop
-    that already died (a crash) counts as finished; its error is logged here."""
-    if task is None:
-        return
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not done:
-        task.cancel()
-        await asyncio.wait({task}, timeout=5)
-    elif not task.cancelled() and task.exception() is not None:
-        log.error("%s: the loop had died: %r", what, task.exception())
-
-
-async def stop_quietly(closing: Awaitable[object], what: str, timeout_s: float = 10) -> None:
-    """Awaits a client's ``stop()`` within a time limit, even when its broker is gone:
-    shutting down must not hang or fail because a dependency is down."""
-    try:
-        await asyncio.wait_for(closing, timeout_s)
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # we are being cancelled ourselves
-        log.warning("%s: stop was interrupted by its own cancelled tasks", what)
-    except Exception as exc:
-        log.warning("%s: unclean stop: %r", what, exc)
-
-
-TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
-"""Connection exception, transaction rollback (serialization failure, deadlock),
-insufficient resources, operator intervention: the infrastructure, not the data."""
-
-DATA_SQLSTATE_CLASSES = ("22", "23")
-"""Data exception (e.g. 22021: a NUL character in a text) and integrity constraint
-violation: the same record fails the same way however often it is retried."""
-
-
-def sqlstate_of(exc: BaseException) -> str | None:
-    """The SQLSTATE of a database error, wrapped by SQLAlchemy or raised by asyncpg
-    itself; None for any other error."""
-    errs: list[object] = [exc]
-    if isinstance(exc, sa_exc.DBAPIError):
-        errs += [exc.orig, getattr(exc.orig, "__cause__", None)]
-    for err in errs:
-        state = getattr(err, "sqlstate", None)
-        if isinstance(state, str) and state:
-            return state
-    return None
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """Postgres refused a value or a constraint (SQLSTATE class 22 or 23): the record
-    that carries the value is poison, never a reason to retry."""
-    state = sqlstate_of(exc)
-    return state is not None and state[:2] in DATA_SQLSTATE_CLASSES
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying the same batch for: the infrastructure, not the data."""
-    if is_data_error(exc):
-        return False  # even when asyncpg reports it as an interface (client-side) error
-    if isinstance(exc, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError, sa_exc.InterfaceError)):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        state = sqlstate_of(exc)
-        if state is not None and state[:2] in TRANSIENT_SQLSTATE_CLASSES:
-            return True
-        name = type(getattr(exc.orig, "__cause__", None)).__name__
-        return "Connection" in name
-    return False
-
-
-def describe_error(exc: BaseException) -> str:
-    """``<type>: <message>`` on one line; for a database error, the driver's own
-    error and SQLSTATE rather than SQLAlchemy's wrapper with the whole statement."""
-    inner: BaseException = exc
-    if isinstance(exc, sa_exc.DBAPIError):
-        cause = getattr(exc.orig, "__cause__", None)
-        inner = cause if isinstance(cause, BaseException) else exc.orig or exc
-    message = " ".join(str(inner).split())
-    state = sqlstate_of(exc)
-    suffix = f" (SQLSTATE {state})" if state is not None and state not in message else ""
-    return f"{type(inner).__name__}: {message}{suffix}"
-
-
-async def keep_first_seen(
-    conn: AsyncConnection, items: Sequence[T], key: Callable[[T], tuple[str, str]]
-) -> list[T]:
-    """Records ``(tenant, event id)`` of each item in ``processed_events`` and keeps
-    only the items seen for the first time (a second copy in ``items`` too)."""
-    if not items:
-        return []
-    keys = [key(i) for i in items]
-    rows = await conn.execute(
-        text(
-            "INSERT INTO processed_events (tenant, event_id)"
-            " SELECT * FROM unnest(CAST(:t AS text[]), CAST(:i AS text[]))"
-            " ON CONFLICT DO NOTHING RETURNING tenant, event_id"
-        ),
-        {"t": [k[0] for k in keys], "i": [k[1] for k in keys]},
-    )
-    new = {(t, e) for t, e in rows.all()}
-    fresh = []
-    for item, k in zip(items, keys, strict=True):
-        if k in new:
-            new.discard(k)
-            fresh.append(item)
-    return fresh
 
 
 class HandlerBroken(Exception):
@@ -616,13 +391,13 @@ class ConsumerWorker:
     async def _dead_letter_alone(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         topic = self.names.logical(record.topic)
         async with self.engine.begin() as conn:
-            stored = await self._lock_offsets(conn, [record])
+            stored = await offsets.lock_offsets(conn, [record])
             if record.offset < stored[(record.topic, record.partition)]:
                 return
             uow = UnitOfWork(conn, self.names)
             uow.dead_letter(record, topic, reason, self.service)
             await uow.flush()
-            await self._store_offsets(conn, [record])
+            await offsets.store_offsets(conn, [record])
         self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.metrics.dead_lettered(topic).inc()
         log.warning(
@@ -669,7 +444,7 @@ class ConsumerWorker:
 
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, self.names, self.service)
-            stored = await self._lock_offsets(conn, records)
+            stored = await offsets.lock_offsets(conn, records)
             fresh_ok = [
                 i
                 for i in decoded
@@ -710,7 +485,7 @@ class ConsumerWorker:
                 raise _Poison(records[0], f"{what}: {describe_error(exc)}", "handler") from exc
             if trial:
                 raise _RollBack(handled=bool(fresh))
-            await self._store_offsets(conn, records)
+            await offsets.store_offsets(conn, records)
             self.fault("before_commit")
         self.fault("after_commit")
 
@@ -752,41 +527,6 @@ class ConsumerWorker:
             groups.setdefault(id(handler), (handler, []))[1].append(item)
         return list(groups.values())
 
-    async def _lock_offsets(
-        self, conn: AsyncConnection, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> dict[tuple[str, int], int]:
-        tps = sorted({(r.topic, r.partition) for r in records})
-        await conn.execute(
-            text(
-                "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES (:t, :p, 0)"
-                " ON CONFLICT DO NOTHING"
-            ),
-            [{"t": t, "p": p} for t, p in tps],
-        )
-        rows = await conn.execute(
-            text(
-                "SELECT topic, partition, next_offset FROM consumer_offsets"
-                " WHERE topic = ANY(:topics) ORDER BY topic, partition FOR UPDATE"
-            ),
-            {"topics": sorted({t for t, _ in tps})},
-        )
-        stored = {(t, p): int(o) for t, p, o in rows.all()}
-        return {tp: stored[tp] for tp in tps}
-
-    async def _store_offsets(
-        self, conn: AsyncConnection, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> None:
-        nxt: dict[tuple[str, int], int] = defaultdict(int)
-        for r in records:
-            nxt[(r.topic, r.partition)] = max(nxt[(r.topic, r.partition)], r.offset + 1)
-        await conn.execute(
-            text(
-                "UPDATE consumer_offsets SET next_offset = GREATEST(next_offset, :o),"
-                " updated_at = now() WHERE topic = :t AND partition = :p"
-            ),
-            [{"t": t, "p": p, "o": o} for (t, p), o in nxt.items()],
-        )
-
     async def _dedupe(self, conn: AsyncConnection, items: list[Inbound]) -> list[Inbound]:
         return await keep_first_seen(conn, items, lambda i: (i.event.tenant, i.event.id))
 
@@ -795,30 +535,10 @@ class ConsumerWorker:
     async def consumed(self, topics: Iterable[str]) -> int:
         """How many records of the logical ``topics`` have been applied (the sum of
         the offsets stored in Postgres): progress for benchmarks and tests."""
-        async with self.engine.connect() as conn:
-            total = (
-                await conn.execute(
-                    text(
-                        "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"
-                        " WHERE topic = ANY(:t)"
-                    ),
-                    {"t": [self.names.physical(t) for t in topics]},
-                )
-            ).scalar_one()
-        return int(total)
+        return await offsets.consumed(self.engine, (self.names.physical(t) for t in topics))
 
     async def load_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        wanted = list(tps)
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT topic, partition, next_offset FROM consumer_offsets"
-                    " WHERE topic = ANY(:topics)"
-                ),
-                {"topics": sorted({tp.topic for tp in wanted})},
-            )
-            stored = {TopicPartition(t, p): int(o) for t, p, o in rows.all()}
-        return {tp: stored[tp] for tp in wanted if tp in stored}
+        return await offsets.load_offsets(self.engine, tps)
 
     async def _commit_to_kafka(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self._consumer is not None

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.runtime.batch import FaultHook
 from services.runtime.program_file import read_program
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
 from services.runtime.ticks import TICKED_TOPICS
-from services.runtime.worker import FaultHook
 from services.segmenter.api import router
 from services.segmenter.config import SegmenterSettings
 from services.segmenter.domain.program import SegmenterProgram, load_program

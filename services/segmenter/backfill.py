@@ -40,11 +40,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas import EVENT_ADAPTER, Event, topic_family
+from services.runtime.batch import Inbound, UnitOfWork, keep_first_seen
 from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.relay import OutboxRelay
 from services.runtime.topics import TopicNames
-from services.runtime.worker import Inbound, UnitOfWork, keep_first_seen
 from services.segmenter.adapters.db import PostgresAccountRepository
 from services.segmenter.adapters.owned import OwnedAccountRepository
 from services.segmenter.config import SegmenterSettings

@@ -17,9 +17,9 @@ from schemas.events import (
     SegmentEntered,
     SegmentExited,
 )
+from services.runtime.batch import Inbound, UnitOfWork
 from services.runtime.codec import KafkaMessage, encode_fields
 from services.runtime.ticks import complete_rounds, split_ticks
-from services.runtime.worker import Inbound, UnitOfWork
 from services.segmenter.adapters.db import PostgresAccountRepository, StateCache
 from services.segmenter.adapters.held import hold_in_order
 from services.segmenter.domain import fold

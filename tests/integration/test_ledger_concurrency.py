@@ -15,8 +15,8 @@ import yaml
 from services.ledger.app import spec
 from services.ledger.domain.program import load_ledger_program
 from services.runtime.config import Settings
+from services.runtime.errors import is_transient
 from services.runtime.service import ServiceRuntime
-from services.runtime.worker import is_transient
 from tests.kafka_helpers import produce
 from tests.ledger_harness import Harness, ledger_engine, offer_issued, usd
 

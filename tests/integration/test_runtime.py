@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import text
 
 from schemas.events import Login, LoginData
+from services.runtime.batch import Handler, Inbound, UnitOfWork
 from services.runtime.codec import encode
 from services.runtime.config import Settings
 from services.runtime.db import create_engine
 from services.runtime.service import ServiceRuntime, ServiceSpec
-from services.runtime.worker import Handler, Inbound, UnitOfWork
 from tests.kafka_helpers import decoded, produce, produce_raw, read_all
 
 TENANT = "acme"

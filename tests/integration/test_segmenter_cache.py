@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from services.runtime.batch import Inbound
 from services.runtime.config import Settings
 from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
 from services.runtime.program_file import read_program
-from services.runtime.worker import Inbound
 from services.segmenter.adapters.db import PostgresAccountRepository, StateCache
 from services.segmenter.backfill import MIGRATIONS
 from services.segmenter.domain.program import load_program

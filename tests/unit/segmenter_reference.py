@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping, Sequence
 from datetime import datetime
 
-from services.runtime.worker import Inbound
+from services.runtime.batch import Inbound
 from services.segmenter.domain import fold
 from services.segmenter.domain.days import day_start
 from services.segmenter.domain.features import AccountState

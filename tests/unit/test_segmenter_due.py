@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from schemas import Event
 from schemas.events import NpsSubmitted, NpsSubmittedData
+from services.runtime.batch import Inbound
 from services.runtime.codec import decode, encode
 from services.runtime.program_file import read_program
-from services.runtime.worker import Inbound
 from services.segmenter.domain.days import day_of
 from services.segmenter.domain.due import analyse, rfm_value_breaks
 from services.segmenter.domain.features import AccountState

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import Event
+from services.runtime.batch import Inbound
 from services.runtime.program_file import read_program
-from services.runtime.worker import Inbound
 from services.segmenter.domain.days import day_of
 from services.segmenter.domain.program import SegmenterProgram, load_program
 from services.segmenter.domain.rfm import breakpoints, score

@@ -13,9 +13,9 @@ from aiokafka.errors import KafkaError
 from schemas import Event
 from services.runtime.codec import encode
 from services.runtime.relay import make_producer
+from services.runtime.tasks import stop_quietly
 from services.runtime.ticks import TICKED_TOPICS, watermark_records
 from services.runtime.topics import TopicNames
-from services.runtime.worker import stop_quietly
 
 log = logging.getLogger(__name__)
 

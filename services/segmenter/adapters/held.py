@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import ClockWatermark
 from services.runtime.admission import record_arrival
+from services.runtime.batch import Inbound
 from services.runtime.codec import decode
 from services.runtime.topics import TopicNames
-from services.runtime.worker import Inbound
 
 PartitionKey = tuple[str, str, int]
 """(tenant, logical topic, partition)."""
