@@ -53,6 +53,13 @@ class LeasedBudgets:
         self.conn = conn
         self.slice_percent = slice_percent
         self._leases: dict[LeaseKey, _Lease] = {}
+        # central rows this transaction has locked: (allocated, changed since read).
+        # Locked, nobody else can move them, so they are read once and written once.
+        self._central: dict[BudgetKey, list[int]] = {}
+        # budgets this transaction pooled: it then holds every unit left of them
+        # (the central row and every lease that had some), so a second grant that
+        # is short need not ask again
+        self._pooled_keys: set[BudgetKey] = set()
         self.topups = 0
         self.pooled = 0
 
@@ -93,63 +100,76 @@ class LeasedBudgets:
             await self._lock([(key, partition)])
         if need > self.free(key, partition):
             await self._top_up(key, partition, cap, need - self.free(key, partition))
-        if need > self.free(key, partition):
+        if need > self.free(key, partition) and key not in self._pooled_keys:
             await self._pool(key, partition)
         return self.free(key, partition)
 
     async def _lock(self, keys: list[LeaseKey]) -> None:
-        rows = [
-            {"t": k.tenant, "n": k.name, "p": k.period, "c": k.currency, "part": part}
-            for k, part in keys
-        ]
+        """Locks (creating if needed) the leases of ``keys``, in one statement each."""
+        ordered = sorted(
+            keys, key=lambda k: (k[0].tenant, k[0].name, k[0].period, k[0].currency, k[1])
+        )
+        params = {
+            "t": [k.tenant for k, _ in ordered],
+            "n": [k.name for k, _ in ordered],
+            "p": [k.period for k, _ in ordered],
+            "c": [k.currency for k, _ in ordered],
+            "part": [part for _, part in ordered],
+        }
+        keys_sql = (
+            "unnest(CAST(:t AS text[]), CAST(:n AS text[]), CAST(:p AS text[]),"
+            " CAST(:c AS text[]), CAST(:part AS int[]))"
+        )
         await self.conn.execute(
             text(
                 "INSERT INTO budget_leases (tenant, name, period, currency, partition)"
-                " VALUES (:t, :n, :p, :c, :part) ON CONFLICT DO NOTHING"
-            ),
-            rows,
-        )
-        for row, key in zip(rows, keys, strict=True):
-            leased, used = (
-                await self.conn.execute(
-                    text(
-                        "SELECT leased, used FROM budget_leases WHERE tenant = :t AND name = :n"
-                        " AND period = :p AND currency = :c AND partition = :part FOR UPDATE"
-                    ),
-                    row,
-                )
-            ).one()
-            self._leases[key] = _Lease(leased, used)
-
-    async def _top_up(self, key: BudgetKey, partition: int, cap: int, missing: int) -> None:
-        params = {"t": key.tenant, "n": key.name, "p": key.period, "c": key.currency}
-        await self.conn.execute(
-            text(
-                "INSERT INTO budgets (tenant, name, period, currency)"
-                " VALUES (:t, :n, :p, :c) ON CONFLICT DO NOTHING"
+                f" SELECT * FROM {keys_sql} ON CONFLICT DO NOTHING"
             ),
             params,
         )
-        allocated = (
+        rows = await self.conn.execute(
+            text(
+                "SELECT tenant, name, period, currency, partition, leased, used"
+                " FROM budget_leases WHERE (tenant, name, period, currency, partition) IN"
+                f" (SELECT * FROM {keys_sql})"
+                " ORDER BY tenant, name, period, currency, partition FOR UPDATE"
+            ),
+            params,
+        )
+        found = {
+            (BudgetKey(t, n, p, c), part): _Lease(leased, used)
+            for t, n, p, c, part, leased, used in rows.all()
+        }
+        for key in ordered:
+            self._leases[key] = found[key]
+
+    async def _top_up(self, key: BudgetKey, partition: int, cap: int, missing: int) -> None:
+        central = self._central.get(key)
+        if central is None:
+            params = {"t": key.tenant, "n": key.name, "p": key.period, "c": key.currency}
             await self.conn.execute(
                 text(
-                    "SELECT allocated FROM budgets WHERE tenant = :t AND name = :n"
-                    " AND period = :p AND currency = :c FOR UPDATE"
+                    "INSERT INTO budgets (tenant, name, period, currency)"
+                    " VALUES (:t, :n, :p, :c) ON CONFLICT DO NOTHING"
                 ),
                 params,
             )
-        ).scalar_one()
+            allocated = (
+                await self.conn.execute(
+                    text(
+                        "SELECT allocated FROM budgets WHERE tenant = :t AND name = :n"
+                        " AND period = :p AND currency = :c FOR UPDATE"
+                    ),
+                    params,
+                )
+            ).scalar_one()
+            central = self._central[key] = [allocated, 0]
         slice_ = math.ceil(cap * self.slice_percent / 100)
-        take = min(max(missing, slice_), max(cap - allocated, 0))
+        take = min(max(missing, slice_), max(cap - central[0], 0))
         if take <= 0:
             return
-        await self.conn.execute(
-            text(
-                "UPDATE budgets SET allocated = allocated + :take WHERE tenant = :t"
-                " AND name = :n AND period = :p AND currency = :c"
-            ),
-            {**params, "take": take},
-        )
+        central[0] += take
+        central[1] = 1  # written by flush()
         lease = self._leases[(key, partition)]
         lease.leased += take
         lease.dirty = True
@@ -177,6 +197,7 @@ class LeasedBudgets:
             )
         ).all()
         self.pooled += 1
+        self._pooled_keys.add(key)
         if not rows:
             return
         await self.conn.execute(
@@ -190,6 +211,20 @@ class LeasedBudgets:
         lease.dirty = True
 
     async def flush(self) -> None:
+        centrals = [(k, c) for k, c in self._central.items() if c[1]]
+        if centrals:
+            await self.conn.execute(
+                text(
+                    "UPDATE budgets SET allocated = :a WHERE tenant = :t AND name = :n"
+                    " AND period = :p AND currency = :c"
+                ),
+                [
+                    {"t": k.tenant, "n": k.name, "p": k.period, "c": k.currency, "a": c[0]}
+                    for k, c in centrals
+                ],
+            )
+            for _, c in centrals:
+                c[1] = 0
         dirty = [(k, lease) for k, lease in self._leases.items() if lease.dirty]
         if not dirty:
             return
