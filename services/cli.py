@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     bled.add_argument("--offers", type=int, default=20_000)
     bled.add_argument("--accounts", type=int, default=5_000)
     bled.add_argument("--instances", type=int, default=1)
+    bpip = bsub.add_parser("pipeline", help="all services at a sustained rate: latency, lag, RSS")
+    bpip.add_argument("--rate", type=float, default=2_000, help="events/s posted to ingest")
+    bpip.add_argument("--seconds", type=float, default=300)
+    bpip.add_argument("--accounts", type=int, default=20_000)
 
     for bench_parser in bsub.choices.values():
         bench_parser.add_argument(
@@ -167,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
 
         figures = ledger_bench_with_embedded(args.offers, args.accounts, args.instances)
         return _report(*figures, args.json)
+    if args.command == "bench" and args.bench_command == "pipeline":
+        from services.bench_pipeline import pipeline_bench_with_embedded
+
+        pipeline = pipeline_bench_with_embedded(args.rate, args.seconds, args.accounts)
+        return _report(pipeline.lines(), pipeline.json(), args.json)
     if args.command == "bench":
         from services.bench import bench_with_embedded
 

@@ -109,10 +109,13 @@ class Books:
     ) -> tuple[Verdict, Event]:
         """Decides one grant at stream time ``at`` and queues everything it writes."""
         headroom: dict[Any, int] = {}
-        for need in needs(self.program, req, at):
-            headroom[need.key] = await self.budgets.ensure(
-                need.key, partition, need.cap.amount, need.amount
-            )
+        wanted = needs(self.program, req, at)
+        for need in wanted:
+            # a lease that holds enough needs no round trip (the batch's were prepared)
+            free = self.budgets.held_enough(need.key, partition, need.amount)
+            if free is None:
+                free = await self.budgets.ensure(need.key, partition, need.cap.amount, need.amount)
+            headroom[need.key] = free
         verdict = decide(
             self.program,
             req,
@@ -125,7 +128,7 @@ class Books:
         tier = self.program.tier_of(list(req.segments))
         who = {"actor": approval.actor, "comment": approval.comment} if approval else {}
         if verdict.outcome == "grant":
-            for need in needs(self.program, req, at):
+            for need in wanted:
                 self.budgets.use(need.key, partition, need.amount)
             self.costs.setdefault((req.tenant, req.account), []).append(
                 (at, req.cost.amount, req.cost.currency)
