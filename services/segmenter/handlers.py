@@ -129,13 +129,14 @@ async def process(
         is_new = key not in states  # every existing account of the batch was loaded
         dirty.add(key)
         state = states.setdefault(key, AccountState())
-        result.transitions.extend(fold.apply_event(program, clock, state, event))
+        transitions, values = fold.apply_event_values(program, clock, state, event)
+        result.transitions.extend(transitions)
         if is_new:
             clock.accounts += 1
         index = indexes.get(event.tenant)
         if index is not None:
             assert clock.stream_day is not None
-            index.sync(event.subject, state, clock.stream_day)
+            index.sync(event.subject, state, clock.stream_day, values)
         if clock.needs_rescore(event.time, program.rfm_redraw_every):
             redrawn, changed = fold.rescore(
                 program, clock, await index_of(clock), event.time, event.id

@@ -320,15 +320,28 @@ class TenantIndex:
     def __iter__(self) -> Iterator[str]:
         return iter(self.states)
 
-    def sync(self, account: str, state: AccountState, as_of: int) -> None:
-        """Takes in the account's current state: values as of ``as_of``, due day, moved."""
+    def sync(
+        self,
+        account: str,
+        state: AccountState,
+        as_of: int,
+        values: tuple[int, int, int] | None = None,
+    ) -> None:
+        """Takes in the account's current state: values as of ``as_of`` (``values``,
+        when the caller just computed them), due day, moved."""
         self.states[account] = state
-        self.set_values(account, state.rfm_values(as_of, self.rfm))
+        self.set_values(
+            account, values if values is not None else state.rfm_values(as_of, self.rfm)
+        )
         self.set_due(account, state.due_day)
         if state.rfm_moved:
             self.moved.add(account)
         else:
             self.moved.discard(account)
+
+    def values(self, account: str) -> tuple[int, int, int]:
+        """The account's raw RFM values as last set."""
+        return self._values[account]
 
     def set_values(self, account: str, values: tuple[int, int, int]) -> None:
         old = self._values.get(account)

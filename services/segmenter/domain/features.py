@@ -295,7 +295,7 @@ class FeatureView(dict[str, Any]):
     A dict of the features computed so far; reading one not yet there computes
     and keeps it (``__missing__``), so a repeated read is a plain dict lookup."""
 
-    __slots__ = ("as_of", "extra", "rfm", "state")
+    __slots__ = ("as_of", "extra", "raw", "rfm", "state")
 
     def __init__(
         self,
@@ -303,9 +303,11 @@ class FeatureView(dict[str, Any]):
         as_of: int,
         rfm: RfmConfig,
         extra: Callable[[FeatureView, str], Any] | None = None,
+        raw: tuple[int, int, int] | None = None,
     ) -> None:
         # (dict's own __init__ has nothing to do for an empty dict: not called)
         self.state, self.as_of, self.rfm, self.extra = state, as_of, rfm, extra
+        self.raw = raw  # the state's RFM values as of ``as_of``, if the caller has them
 
     def __missing__(self, name: str) -> Any:
         compute = FEATURES.get(name)

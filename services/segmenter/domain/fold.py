@@ -153,12 +153,21 @@ def apply_event(
     event can affect (all of them for a new account). An account's memberships are
     always those of the stream day, even if it was last evaluated days ago: the
     rollovers evaluate every account that time alone changes (``due.py``)."""
+    return apply_event_values(program, clock, state, event)[0]
+
+
+def apply_event_values(
+    program: SegmenterProgram, clock: TenantClock, state: AccountState, event: Event
+) -> tuple[list[Transition], tuple[int, int, int]]:
+    """:func:`apply_event`, and the account's RFM values after it (as of the stream
+    day), computed once for the fold, the predicates and the index."""
     assert clock.stream_day is not None
     changed = None if state.evaluated_day is None else changed_by(program, event)
     watch_rfm = not state.rfm_moved and (changed is None or not changed.isdisjoint(RFM_FEATURES))
     before = state.rfm_values(clock.stream_day, program.rfm) if watch_rfm else None
     state.apply(event, program.rfm)
-    if before is not None and state.rfm_values(clock.stream_day, program.rfm) != before:
+    after = state.rfm_values(clock.stream_day, program.rfm)
+    if before is not None and after != before:
         state.rfm_moved = True
         clock.moved_accounts += 1
     out = evaluate(
@@ -171,11 +180,12 @@ def apply_event(
         event.id,
         getattr(event.data, "user_id", None),
         changed,
+        after,
     )
     # what time alone does to it next is worked out at the next rollover, once,
     # not after each of its events today
     state.due_day = min_opt(state.due_day, clock.stream_day + 1)
-    return out
+    return out, after
 
 
 def changed_by(program: SegmenterProgram, event: Event) -> frozenset[str]:
@@ -213,6 +223,8 @@ def rollover(
             state = index.states[account]
             state.prune(day, rfm)
             index.set_values(account, state.rfm_values(day, rfm))
+        # the index holds every account's values as of today: the due ones were
+        # just brought up to it, and time alone moves no other's
         drawn = index.breakpoints()
         rescored = index.rescored(clock.breakpoints, drawn)
         clock.breakpoints = drawn
@@ -223,10 +235,11 @@ def rollover(
             # memberships were current as of the last evaluation: only what reads
             # the day or the scores can have moved since (only the scores, if the
             # account is not due: then no predicate of it moves with the day)
+            raw = index.values(account)
             if account in due_now:
-                out += evaluate(program, clock, account, state, day, at, None, None, TIMED)
+                out += evaluate(program, clock, account, state, day, at, None, None, TIMED, raw)
             else:
-                out += evaluate(program, clock, account, state, day, at, None, None, RFM_READ)
+                out += evaluate(program, clock, account, state, day, at, None, None, RFM_READ, raw)
                 if not program.scores_and_time:
                     continue  # its next due day does not depend on its scores
             state.due_day = next_due_day(program, clock, state, day)
@@ -305,10 +318,15 @@ def build_index(
 
 
 def account_view(
-    program: SegmenterProgram, clock: TenantClock, state: AccountState, as_of: int
+    program: SegmenterProgram,
+    clock: TenantClock,
+    state: AccountState,
+    as_of: int,
+    raw: tuple[int, int, int] | None = None,
 ) -> FeatureView:
-    """Features plus RFM scores and cell, computed as predicates read them."""
-    return FeatureView(state, as_of, program.rfm, partial(_rfm_feature, clock.breakpoints))
+    """Features plus RFM scores and cell, computed as predicates read them (from
+    ``raw``, the state's RFM values as of ``as_of``, when the caller has them)."""
+    return FeatureView(state, as_of, program.rfm, partial(_rfm_feature, clock.breakpoints), raw)
 
 
 RFM_FEATURES = ("r_score", "f_score", "m_score", "rfm_cell")
@@ -326,7 +344,8 @@ TRANSITION_FEATURES = (
 def _rfm_feature(breakpoints: RfmBreakpoints, view: FeatureView, name: str) -> Any:
     if name not in RFM_FEATURES:
         raise KeyError(name)
-    r, f, m = breakpoints.scores(*view.state.rfm_values(view.as_of, view.rfm))
+    raw = view.raw if view.raw is not None else view.state.rfm_values(view.as_of, view.rfm)
+    r, f, m = breakpoints.scores(*raw)
     # all four at once: a predicate or a snapshot that reads one reads the others
     view.remember({"r_score": r, "f_score": f, "m_score": m, "rfm_cell": cell(r, f)})
     return view[name]
@@ -348,8 +367,9 @@ def evaluate(
     cause_id: str | None,
     user_id: str | None,
     changed: frozenset[str] | None = None,
+    raw: tuple[int, int, int] | None = None,
 ) -> list[Transition]:
-    view = account_view(program, clock, state, as_of)
+    view = account_view(program, clock, state, as_of, raw)
     was_in = set(state.segments)
     now_in = set(was_in)
     for segment in program.segments_reading(changed):  # what can have moved

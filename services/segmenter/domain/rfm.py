@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from bisect import bisect_left
 from dataclasses import dataclass
 
 MIN_ACCOUNTS = 5
@@ -56,9 +57,10 @@ def breakpoints(values: Sequence[int]) -> Breakpoints | None:
 
 
 def score(value: int, bps: Breakpoints | None) -> int:
+    """1 + how many of the (sorted) breakpoints ``value`` is above."""
     if bps is None:
         return 3
-    return 1 + sum(1 for q in bps if value > q)
+    return 1 + bisect_left(bps, value)
 
 
 def tenant_breakpoints(values: Sequence[tuple[int, int, int]]) -> RfmBreakpoints:
