@@ -16,8 +16,8 @@ Convention (also in docs/segments.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MIN_ACCOUNTS = 5
