@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.offers.adapters.db import PostgresOfferRepository
+from services.offers.domain.lifecycle import status_event
 from services.offers.domain.records import ALLOWED_FROM, StatusChange
-from services.offers.handlers import status_event
 from services.runtime.batch import UnitOfWork
 from services.runtime.service import TenantDep
 

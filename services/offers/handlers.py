@@ -2,39 +2,31 @@
 decisions on ``offers.decisions``: issued, held out, expired, redeemed.
 
 :func:`process` is the whole service logic over a storage protocol, so that the
-runtime handler (Postgres) and the simulator (memory) run the same code."""
+runtime handler (Postgres) and the simulator (memory) run the same code; the
+decisions are the engine's (``domain/engine.py``), an offer's lifecycle is
+``domain/lifecycle.py``."""
 
 from __future__ import annotations
 
 import itertools
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from schemas.events import (
     ClockTick,
     ClockWatermark,
     CreditApplied,
     Event,
-    OfferAccepted,
-    OfferDeclined,
-    OfferExpired,
-    OfferHeldOut,
-    OfferIssued,
-    OfferIssuedData,
-    OfferRedeemed,
-    OfferStatusData,
     SegmentEntered,
     SegmentExited,
 )
 from services.offers.adapters.db import PostgresOfferRepository
-from services.offers.domain import engine
-from services.offers.domain.engine import Decision, Moment
+from services.offers.domain import engine, lifecycle
+from services.offers.domain.engine import Moment
 from services.offers.domain.program import OffersProgram, Rule
 from services.offers.domain.records import (
-    ALLOWED_FROM,
     AccountBook,
     AccountKey,
     NewOffer,
@@ -42,15 +34,6 @@ from services.offers.domain.records import (
     SuppressionRow,
 )
 from services.runtime.batch import Inbound, UnitOfWork
-
-SOURCE = "loyalty/offers"
-_IDS = uuid.UUID("5d0f7f2e-8d0a-4b8e-9a3c-1e2f3a4b5c06")
-STATUS_EVENTS: dict[str, type[Event]] = {
-    "accepted": OfferAccepted,
-    "declined": OfferDeclined,
-    "expired": OfferExpired,
-    "redeemed": OfferRedeemed,
-}
 
 
 class OfferRepository(Protocol):
@@ -113,7 +96,9 @@ async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence
         t = max(e.time for e in events)
         marks[tenant] = max(marks.get(tenant, t), t)
         book = books.setdefault((tenant, account), AccountBook())
-        changes += _expire(book, tenant, account, t, result)
+        expired, events_ = lifecycle.expire(book, tenant, account, t)
+        changes += expired
+        result.events += events_
         fired: list[tuple[Rule, str]] = []
         user_id: str | None = None
         for event in events:
@@ -131,7 +116,9 @@ async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence
                     data = event.data.model_dump(mode="json")
                     fired += engine.counts_after(rules, book.counts, event.type, data)
                 if isinstance(event, CreditApplied):
-                    changes += _redeem(book, tenant, event, result)
+                    redeemed, events_ = lifecycle.redeem(book, tenant, event)
+                    changes += redeemed
+                    result.events += events_
         if not fired:
             continue
         moment = Moment(
@@ -150,7 +137,7 @@ async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence
         d = outcome.decision
         if d is None:
             continue
-        event = decision_event(tenant, account, t, user_id, d)
+        event = lifecycle.decision_event(tenant, account, t, user_id, d)
         result.events.append(event)
         offer = NewOffer(tenant, account, d, event, cause)
         new.append(offer)
@@ -158,92 +145,10 @@ async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence
     await repo.save(books, new, result.suppressions, changes)
     for tenant, clock in (await repo.advance(marks)).items():
         for oid, account, rule_name, at in await repo.expire_due(tenant, clock):
-            result.events.append(status_event(tenant, account, oid, rule_name, "expired", at))
+            result.events.append(
+                lifecycle.status_event(tenant, account, oid, rule_name, "expired", at)
+            )
     return result
-
-
-def decision_event(
-    tenant: str, account: str, t: datetime, user_id: str | None, d: Decision
-) -> OfferIssued | OfferHeldOut:
-    data = OfferIssuedData(
-        offer_id=d.offer_id,
-        rule=d.rule.name,
-        reward=d.reward,
-        user_id=user_id,
-        expires_at=d.expires_at,
-        reason=d.reason,
-        explanation=d.explanation,
-        holdout=d.holdout,
-        account=d.account,
-    )
-    common: dict[str, Any] = {
-        "source": SOURCE,
-        "subject": account,
-        "tenant": tenant,
-        "time": t,
-        "data": data,
-    }
-    if d.holdout:
-        return OfferHeldOut(id=d.offer_id, type="offer.held_out", **common)
-    return OfferIssued(id=d.offer_id, type="offer.issued", **common)
-
-
-def status_event(
-    tenant: str,
-    account: str,
-    offer_id: str,
-    rule: str,
-    status: str,
-    at: datetime,
-    actor: str | None = None,
-    comment: str | None = None,
-) -> Event:
-    model = STATUS_EVENTS[status]
-    return model(
-        id=str(uuid.uuid5(_IDS, f"{offer_id}/{status}")),
-        source=SOURCE,
-        type=f"offer.{status}",
-        subject=account,
-        tenant=tenant,
-        time=at,
-        data=OfferStatusData(
-            offer_id=offer_id,
-            rule=rule,
-            status=status,
-            actor=actor,
-            comment=comment,
-        ),
-    )
-
-
-def _expire(
-    book: AccountBook, tenant: str, account: str, t: datetime, result: Result
-) -> list[StatusChange]:
-    """Before anything happens at ``t``: the account's offers that expired by then."""
-    changes = []
-    for i, p in enumerate(book.offers):
-        if p.status == "issued" and p.expires_at <= t:
-            book.offers[i] = replace(p, status="expired")
-            changes.append(StatusChange(tenant, p.offer_id, "expired", p.expires_at))
-            result.events.append(
-                status_event(tenant, account, p.offer_id, p.rule, "expired", p.expires_at)
-            )
-    return changes
-
-
-def _redeem(
-    book: AccountBook, tenant: str, event: CreditApplied, result: Result
-) -> list[StatusChange]:
-    """A credit applied on an invoice redeems the offer it came from (the ledger
-    names credits by their offer id)."""
-    for i, p in enumerate(book.offers):
-        if p.offer_id == event.data.credit_id and p.status in ALLOWED_FROM["redeemed"]:
-            book.offers[i] = replace(p, status="redeemed")
-            result.events.append(
-                status_event(tenant, event.subject, p.offer_id, p.rule, "redeemed", event.time)
-            )
-            return [StatusChange(tenant, p.offer_id, "redeemed", event.time)]
-    return []
 
 
 @dataclass
