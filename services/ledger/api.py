@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from schemas.events import OfferIssued
 from services.ledger.adapters.db import PostgresLedgerRepository
 from services.ledger.domain.decide import GrantRequest
-from services.ledger.handlers import Approval, Books
+from services.ledger.domain.settle import Approval
+from services.ledger.handlers import Books
 from services.runtime.batch import UnitOfWork
 from services.runtime.errors import is_transient
 from services.runtime.service import ServiceRuntime, TenantDep

@@ -7,30 +7,22 @@ Every decision, and every expiry (``credit.expired``), is published on
 
 One :class:`Books` is one transaction's work; the approval endpoint uses it too,
 so a human's approval goes through exactly the caps and bookings the consumer's
-grants do.
+grants do. It loads what a decision needs (account costs, budget leases), and
+the domain decides (``domain/decide.py``) and says what that books and publishes
+(``domain/settle.py``); Books writes it.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from schemas import Event, Money
 from schemas.events import (
     CreditApplied,
-    CreditExpired,
-    CreditExpiredData,
-    CreditGranted,
-    CreditGrantedData,
-    CreditPendingApproval,
-    CreditPendingApprovalData,
-    CreditRejected,
-    CreditRejectedData,
     OfferIssued,
     SegmentEntered,
     SegmentExited,
@@ -40,18 +32,8 @@ from services.ledger.adapters.db import AccountKey, PostgresLedgerRepository
 from services.ledger.domain import books
 from services.ledger.domain.decide import BudgetKey, GrantRequest, Verdict, decide, needs
 from services.ledger.domain.program import LedgerProgram
+from services.ledger.domain.settle import Approval, Settlement, expired_event, refusal, settle
 from services.runtime.batch import Inbound, UnitOfWork
-
-SOURCE = "loyalty/ledger"
-_IDS = uuid.UUID("a3d1c7e2-9b44-4f0e-b6c5-7e2d9f1a0c03")
-
-
-@dataclass(frozen=True)
-class Approval:
-    """A human's approval of a pending grant."""
-
-    actor: str
-    comment: str | None
 
 
 @dataclass
@@ -125,137 +107,24 @@ class Books:
             approved=approval is not None,
         )
         self.outcomes[verdict.outcome] += 1
-        tier = self.program.tier_of(list(req.segments))
-        who = {"actor": approval.actor, "comment": approval.comment} if approval else {}
         if verdict.outcome == "grant":
             for need in wanted:
                 self.budgets.use(need.key, partition, need.amount)
             self.costs.setdefault((req.tenant, req.account), []).append(
                 (at, req.cost.amount, req.cost.currency)
             )
-            grant = books.grant(
-                f"{req.tenant}/grant/{req.offer_id}",
-                req.tenant,
-                req.account,
-                req.value,
-                req.cost,
-                _what(req),
-            )
-            expires_at = None
-            if req.value is not None:
-                days = req.expires_days
-                expires_at = at + (timedelta(days=days) if days else self.program.credits_expire_in)
-                self.credits.append(
-                    {
-                        "credit_id": req.offer_id,
-                        "offer_id": req.offer_id,
-                        "tenant": req.tenant,
-                        "account": req.account,
-                        "amount": req.value.amount,
-                        "currency": req.value.currency,
-                        "granted_at": at,
-                        "expires_at": expires_at,
-                        "partition": partition,
-                        "kind": req.kind,
-                        "tier": tier,
-                    }
-                )
-            if approval is not None:
-                grant = books.release(
-                    f"{req.tenant}/approve/{req.offer_id}",
-                    req.tenant,
-                    req.account,
-                    _held(req),
-                    grant,
-                    f"approved {_what(req)} by {approval.actor}",
-                )
-            if grant is not None:
-                self.txns.append((grant, at))
-            event: Event = CreditGranted(
-                **_envelope(req, "credit.granted", at),
-                data=CreditGrantedData(
-                    # one credit per offer, named by it: billing's credit_applied names the
-                    # offer too, which is how the offers service learns it was redeemed
-                    credit_id=req.offer_id,
-                    offer_id=req.offer_id,
-                    amount=req.value or Money(amount=0, currency=req.cost.currency),
-                    expires_at=expires_at,
-                    kind=req.kind,
-                    cost=req.cost,
-                    approval_id=req.offer_id if approval else None,
-                    **who,
-                ),
-            )
-            status = "granted"
-        elif verdict.outcome == "reject":
-            if approval is not None:
-                self._release(req, at, f"rejected by caps at approval: {_what(req)}")
-            event = _rejected(req, at, verdict, approval)
-            status = "rejected"
-        else:
-            expires = at + self.program.approval_window
-            hold = books.hold(
-                f"{req.tenant}/hold/{req.offer_id}", req.tenant, req.account, _held(req), _what(req)
-            )
-            if hold is not None:
-                self.txns.append((hold, at))
-            event = CreditPendingApproval(
-                **_envelope(req, "credit.pending_approval", at),
-                data=CreditPendingApprovalData(
-                    approval_id=req.offer_id,
-                    offer_id=req.offer_id,
-                    amount=req.value or Money(amount=0, currency=req.cost.currency),
-                    kind=req.kind,
-                    cost=req.cost,
-                    reason=verdict.reason,
-                    expires_at=expires,
-                ),
-            )
-            status = "pending"
-            self.audit.append(_audit(req.tenant, req.offer_id, "requested", None, None, verdict))
-        row = {
-            "tenant": req.tenant,
-            "offer_id": req.offer_id,
-            "status": status,
-            "cap": verdict.cap,
-            "headroom": verdict.headroom.amount if verdict.headroom else None,
-            "reason": verdict.reason,
-            "decided_at": at,
-            "actor": approval.actor if approval else None,
-            "comment": approval.comment if approval else None,
-            "answer": event.model_dump_json(),
-        }
-        if approval is not None:
-            self.settled.append(row)
-            self.audit.append(
-                _audit(
-                    req.tenant, req.offer_id, "approve", approval.actor, approval.comment, verdict
-                )
-            )
-        else:
-            self.decisions.append(
-                {
-                    **row,
-                    "account": req.account,
-                    "partition": partition,
-                    "rule": req.rule,
-                    "kind": req.kind,
-                    "value": req.value.amount if req.value else None,
-                    "value_currency": req.value.currency if req.value else None,
-                    "cost": req.cost.amount,
-                    "currency": req.cost.currency,
-                    "tier": tier,
-                    "segments": list(req.segments),
-                    "arr": req.arr.amount if req.arr else None,
-                    "offered_at": req.at,
-                    "approval_expires_at": at + self.program.approval_window
-                    if status == "pending"
-                    else None,
-                    "offer": offer.model_dump_json(),
-                }
-            )
-        self.uow.publish("credits.decisions", event)
-        return verdict, event
+        done = settle(self.program, req, verdict, at, partition, offer, approval)
+        self._queue(done)
+        return verdict, done.event
+
+    def _queue(self, done: Settlement) -> None:
+        """Queues what a decision writes and publishes, for :meth:`flush`."""
+        self.txns += done.txns
+        self.credits += done.credits
+        self.decisions += done.decisions
+        self.settled += done.settled
+        self.audit += done.audit
+        self.uow.publish("credits.decisions", done.event)
 
     def refuse_pending(
         self,
@@ -266,45 +135,10 @@ class Books:
         approval: Approval | None = None,
     ) -> Event:
         """Settles a pending decision as rejected: by an approver or by expiry."""
-        offer = OfferIssued.model_validate_json(json.dumps(row["offer"]))
-        req = GrantRequest.of(offer)
-        self._release(req, at, f"{action}: {_what(req)}")
-        verdict = Verdict("reject", reason)
-        event = _rejected(req, at, verdict, approval)
-        self.settled.append(
-            {
-                "tenant": req.tenant,
-                "offer_id": req.offer_id,
-                "status": "rejected",
-                "cap": None,
-                "headroom": None,
-                "reason": reason,
-                "decided_at": at,
-                "actor": approval.actor if approval else None,
-                "comment": approval.comment if approval else None,
-                "answer": event.model_dump_json(),
-            }
-        )
-        self.audit.append(
-            _audit(
-                req.tenant,
-                req.offer_id,
-                action,
-                approval.actor if approval else None,
-                approval.comment if approval else None,
-                verdict,
-            )
-        )
+        done = refusal(row, at, action, reason, approval)
         self.outcomes["reject"] += 1
-        self.uow.publish("credits.decisions", event)
-        return event
-
-    def _release(self, req: GrantRequest, at: datetime, what: str) -> None:
-        txn = books.release(
-            f"{req.tenant}/release/{req.offer_id}", req.tenant, req.account, _held(req), None, what
-        )
-        if txn is not None:
-            self.txns.append((txn, at))
+        self._queue(done)
+        return done.event
 
     async def flush(self) -> None:
         await self.budgets.flush()
@@ -316,86 +150,6 @@ class Books:
         await self.repo.audit(self.audit)
         self.txns, self.credits, self.moves = [], [], []
         self.decisions, self.settled, self.audit = [], [], []
-
-
-def expired_event(credit: dict[str, Any], left: Money) -> CreditExpired:
-    """``credit.expired`` for a credit row at its expiry (its id derives from the
-    credit, so a replay publishes the same event)."""
-    tenant, credit_id = credit["tenant"], credit["credit_id"]
-    return CreditExpired(
-        id=str(uuid.uuid5(_IDS, f"{tenant}/{credit_id}/credit.expired")),
-        source=SOURCE,
-        type="credit.expired",
-        subject=credit["account"],
-        tenant=tenant,
-        time=credit["expires_at"],
-        data=CreditExpiredData(
-            credit_id=credit_id,
-            offer_id=credit["offer_id"],
-            amount=left,
-            expires_at=credit["expires_at"],
-        ),
-    )
-
-
-def _held(req: GrantRequest) -> Money:
-    """What a hold sets aside: the credit, for a credit (other rewards hold nothing)."""
-    return req.value or Money(amount=0, currency=req.cost.currency)
-
-
-def _what(req: GrantRequest) -> str:
-    return f"{req.kind} for offer {req.offer_id} ({req.rule})"
-
-
-def _envelope(req: GrantRequest, type_: str, at: datetime) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid5(_IDS, f"{req.tenant}/{req.offer_id}/{type_}")),
-        "source": SOURCE,
-        "type": type_,
-        "subject": req.account,
-        "tenant": req.tenant,
-        "time": at,
-    }
-
-
-def _rejected(
-    req: GrantRequest, at: datetime, verdict: Verdict, approval: Approval | None
-) -> CreditRejected:
-    return CreditRejected(
-        **_envelope(req, "credit.rejected", at),
-        data=CreditRejectedData(
-            offer_id=req.offer_id,
-            amount=req.value or Money(amount=0, currency=req.cost.currency),
-            reason=verdict.reason,
-            kind=req.kind,
-            cost=req.cost,
-            cap=verdict.cap,
-            headroom=verdict.headroom,
-            approval_id=req.offer_id if approval else None,
-            actor=approval.actor if approval else None,
-            comment=approval.comment if approval else None,
-        ),
-    )
-
-
-def _audit(
-    tenant: str,
-    offer_id: str,
-    action: str,
-    actor: str | None,
-    comment: str | None,
-    verdict: Verdict,
-) -> dict[str, Any]:
-    outcome = {"grant": "granted", "reject": "rejected", "pending": "pending"}[verdict.outcome]
-    return {
-        "tenant": tenant,
-        "offer_id": offer_id,
-        "action": action,
-        "actor": actor,
-        "comment": comment,
-        "outcome": outcome,
-        "detail": verdict.reason,
-    }
 
 
 # ---------------------------------------------------------------- the consumer
