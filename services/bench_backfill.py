@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,7 @@ class BackfillBench:
     seconds: dict[str, float]
     transitions: int
     equal: dict[str, bool]
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # order -> stage -> s
 
     def lines(self) -> list[str]:
         out = [
@@ -198,6 +199,11 @@ class BackfillBench:
                 f"backfill ({order:<14}) {self.seconds[order]:6.1f} s  {rate:>9,.0f} events/s"
                 f"   same as event by event: {'yes' if self.equal[order] else 'NO'}"
             )
+            spent = self.stages.get(order, {})
+            if spent:
+                out.append(
+                    "  stages: " + ", ".join(f"{name} {sec:.1f} s" for name, sec in spent.items())
+                )
         out.append(f"{self.transitions:,} segment transitions")
         return out
 
@@ -211,6 +217,7 @@ class BackfillBench:
             "seconds": self.seconds,
             "transitions": self.transitions,
             "equal_to_event_by_event": self.equal,
+            "stage_seconds": self.stages,
         }
 
 
@@ -230,6 +237,7 @@ async def run_backfill_bench(
         "customer order": sorted(events, key=lambda e: (e.subject, e.time)),
     }
     rates, seconds, equal = {}, {}, {}
+    stages: dict[str, dict[str, float]] = {}
     expected = await reference(program, events, "bench-reference")
     for i, (order, ordered) in enumerate(orders.items()):
         path = folder / f"history-{i}.jsonl"
@@ -239,9 +247,12 @@ async def run_backfill_bench(
         report = await backfill(settings, program, path, tenant, publish=False)
         seconds[order] = time.perf_counter() - started
         rates[order] = report.applied / seconds[order]
+        stages[order] = dict(report.stages)
         got = await stored(settings.async_database_url(), program, tenant)
         equal[order] = got == expected and report.late == 0
-    return BackfillBench(len(events), customers, days, rates, seconds, len(expected[2]), equal)
+    return BackfillBench(
+        len(events), customers, days, rates, seconds, len(expected[2]), equal, stages
+    )
 
 
 def backfill_bench_with_embedded(purchases: int, customers: int, days: int) -> BackfillBench:
