@@ -23,6 +23,8 @@ backfill stop (its clock moved under it) rather than lose either's work.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import heapq
 import json
 import shutil
@@ -37,7 +39,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
 from schemas import EVENT_ADAPTER, Event, topic_family
 from services.runtime.batch import Inbound, UnitOfWork, keep_first_seen
@@ -45,13 +47,13 @@ from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.relay import OutboxRelay
 from services.runtime.topics import TopicNames
-from services.segmenter.adapters.db import PostgresAccountRepository
+from services.segmenter.adapters.db import PostgresAccountRepository, PreparedSave, prepare_save
 from services.segmenter.adapters.owned import OwnedAccountRepository
 from services.segmenter.config import SegmenterSettings
 from services.segmenter.domain.features import AccountState
 from services.segmenter.domain.fold import AccountKey, TenantClock
 from services.segmenter.domain.program import SegmenterProgram
-from services.segmenter.handlers import process, transition_message
+from services.segmenter.handlers import FoldResult, process, transition_message
 
 SCHEMA = "segmenter"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -304,37 +306,60 @@ async def backfill(
         repo = OwnedAccountRepository({tenant: clock}, states)
         progress.phase("folding", history.count)
         mark = time.perf_counter()
-        for part in _chunks(history.events(), chunk):
-            async with engine.begin() as conn:
-                await _check_clock(conn, tenant, written)
-                fresh = await keep_first_seen(conn, part, lambda e: (e.tenant, e.id))
-                report.duplicates += len(part) - len(fresh)
-                items = [Inbound(e, "backfill", 0, i) for i, e in enumerate(fresh)]  # type: ignore[arg-type]
-                mark = report.timed("dedupe", mark)
-                result = await process(repo, program, items, None)
-                mark = report.timed("fold", mark)
-                clocks, dirty = repo.take_dirty()
-                await PostgresAccountRepository(conn).save(clocks, dirty)
-                mark = report.timed("write state", mark)
-                uow = UnitOfWork(conn, names, SCHEMA)
-                for t in result.transitions:
-                    uow.publish_message("segments.changes", transition_message(t))
-                mark = report.timed("encode transitions", mark)
-                await uow.flush()
-                mark = report.timed("write outbox", mark)
-            mark = report.timed("commit", mark)
-            written = clock.watermark
-            progress.advance(len(part))
-            report.applied += len(items) - len(result.late)
-            report.late += len(result.late)
-            report.transitions += len(result.transitions)
-            for item, reason in result.late:
-                rejected.append(
-                    {
-                        "reason": reason,
-                        "event": item.event.model_dump(mode="json", exclude={"tenant"}),
-                    }
-                )
+        # chunk k's writes and commit (Postgres, on its own connection) overlap chunk
+        # k+1's dedupe and fold (the fold in a thread, so the event loop keeps
+        # driving chunk k's statements): the two cores work at once. Chunk k+1 locks
+        # the tenant's clock row only after chunk k committed, and commits only then.
+        writing: asyncio.Task[None] | None = None
+        try:
+            for part in _chunks(history.events(), chunk):
+                conn = await engine.connect()
+                try:
+                    tx = await conn.begin()
+                    fresh = await keep_first_seen(conn, part, lambda e: (e.tenant, e.id))
+                    report.duplicates += len(part) - len(fresh)
+                    items = [Inbound(e, "backfill", 0, i) for i, e in enumerate(fresh)]  # type: ignore[arg-type]
+                    mark = report.timed("dedupe", mark)
+                    result = await asyncio.to_thread(_fold, repo, program, items)
+                    mark = report.timed("fold", mark)
+                    if writing is not None:
+                        task, writing = writing, None
+                        await task  # the previous chunk committed (or this raises)
+                        mark = report.timed("wait for the previous commit", mark)
+                    await _check_clock(conn, tenant, written)
+                    clocks, dirty = repo.take_dirty()
+                    state = prepare_save(clocks, dirty)
+                    uow = UnitOfWork(conn, names, SCHEMA)
+                    for t in result.transitions:
+                        uow.publish_message("segments.changes", transition_message(t))
+                    mark = report.timed("encode state and transitions", mark)
+                except BaseException:
+                    await conn.close()  # rolls back
+                    raise
+                written = clock.watermark
+                # the task owns the connection from here: it writes, commits, closes
+                writing = asyncio.create_task(_write_and_commit(conn, tx, state, uow))
+                await asyncio.sleep(0)  # let it send its first statement
+                progress.advance(len(part))
+                report.applied += len(items) - len(result.late)
+                report.late += len(result.late)
+                report.transitions += len(result.transitions)
+                for item, reason in result.late:
+                    rejected.append(
+                        {
+                            "reason": reason,
+                            "event": item.event.model_dump(mode="json", exclude={"tenant"}),
+                        }
+                    )
+            if writing is not None:
+                task, writing = writing, None
+                await task
+                mark = report.timed("wait for the previous commit", mark)
+        finally:
+            if writing is not None:
+                writing.cancel()
+                with contextlib.suppress(BaseException):
+                    await writing
         report.seconds = time.perf_counter() - started
         if rejected:
             report.rejected_file = path.with_suffix(".rejected.jsonl")
@@ -360,6 +385,29 @@ async def backfill(
         history.close()
         await engine.dispose()
     return report
+
+
+def _fold(
+    repo: OwnedAccountRepository, program: SegmenterProgram, items: list[Inbound]
+) -> FoldResult:
+    """One chunk's fold, run in a worker thread: pure CPU (the state is owned, the
+    fold does no I/O), so the event loop meanwhile drives the previous chunk's
+    writes. (Serialising and encoding stay on the loop: in the thread they would
+    fight the writes' own Python work for the interpreter.)"""
+    return asyncio.run(process(repo, program, items, None))
+
+
+async def _write_and_commit(
+    conn: AsyncConnection, tx: AsyncTransaction, state: PreparedSave, uow: UnitOfWork
+) -> None:
+    """Writes a chunk's state and outbox rows, commits, and closes the connection
+    (rolling back if anything fails)."""
+    try:
+        await PostgresAccountRepository(conn).write(state)
+        await uow.flush()
+        await tx.commit()
+    finally:
+        await conn.close()
 
 
 def _chunks(events: Iterator[Event], size: int) -> Iterator[list[Event]]:

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from hashlib import sha1
 from typing import Any, Protocol
 
 from schemas import Money
@@ -30,6 +31,7 @@ from services.segmenter.domain.program import SegmenterProgram
 
 SOURCE = "loyalty/segmenter"
 _IDS = uuid.UUID("6f1c2b1e-3f7a-4a55-9d9e-2f1f5e0c7a01")
+_IDS_BYTES = _IDS.bytes
 
 
 class AccountRepository(Protocol):
@@ -165,7 +167,15 @@ def _why(t: Transition) -> str:
 
 
 def _transition_id(t: Transition, why: str) -> str:
-    return str(uuid.uuid5(_IDS, f"{t.tenant}/{why}/{t.kind}/{t.segment}"))
+    """``uuid5(_IDS, tenant/why/kind/segment)``, formatted without the UUID object
+    (a backfill names hundreds of thousands; a unit test checks it is uuid5)."""
+    digest = bytearray(
+        sha1(_IDS_BYTES + f"{t.tenant}/{why}/{t.kind}/{t.segment}".encode()).digest()
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest[:16].hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def transition_event(t: Transition) -> SegmentEntered | SegmentExited:

@@ -171,3 +171,54 @@ async def test_a_bad_line_stops_the_backfill_before_anything_is_written(
     finally:
         await engine.dispose()
     assert exists is None  # not even the schema was created
+
+
+async def test_a_backfill_stops_when_another_writer_moves_the_tenants_clock(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Chunks are written while the next one folds; a live segmenter writing the
+    same tenant meanwhile (here: a clock moved behind the backfill's back) stops it
+    with a clear error, and what it committed before is whole: every applied event
+    is recorded, and nothing after the conflict."""
+    import asyncio
+
+    import pytest
+
+    from services.segmenter.backfill import BackfillConflict
+
+    local = SegmenterSettings(**settings.model_dump())
+    history = tmp_path / "history.jsonl"
+    n = write_history(history)
+    engine = create_engine(local.async_database_url(), "segmenter")
+    moved: list[asyncio.Task[None]] = []
+
+    async def move_clock() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE tenant_clocks SET watermark = watermark + interval '1 day'"
+                    " WHERE tenant = 'acme'"
+                )
+            )
+
+    class Meddler:
+        folding = False
+
+        def phase(self, name: str, total: int) -> None:
+            self.folding = name == "folding"
+
+        def advance(self, n: int) -> None:
+            if self.folding and not moved:  # after the first chunk, another writer
+                moved.append(asyncio.get_running_loop().create_task(move_clock()))
+
+    try:
+        with pytest.raises(BackfillConflict, match="another segmenter is writing this tenant"):
+            await backfill(local, load(local), history, "acme", chunk=10, progress=Meddler())
+        await asyncio.gather(*moved)
+        async with engine.connect() as conn:
+            recorded = (
+                await conn.execute(text("SELECT count(*) FROM processed_events"))
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    assert 10 <= recorded < n and recorded % 10 == 0  # whole chunks, not all of them

@@ -5,6 +5,7 @@ and the analysis of when a predicate can next change is exact."""
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from services.segmenter.domain.due import analyse, rfm_value_breaks
 from services.segmenter.domain.features import AccountState
 from services.segmenter.domain.fold import account_view, next_due_day
 from services.segmenter.domain.program import SegmenterProgram, load_program
+from services.segmenter.handlers import _IDS as TRANSITION_IDS
 from services.segmenter.handlers import process, transition_event, transition_message
 from tests.unit.fakes import FakeAccountRepository
 from tests.unit.segmenter_events import (
@@ -177,6 +179,11 @@ async def compare(program: SegmenterProgram, history: list[Event], chunks: list[
         fast, model = transition_message(t), encode(transition_event(t))
         assert (fast.key, fast.value, fast.headers) == (model.key, model.value, model.headers)
         assert decode(fast.value, fast.headers) == transition_event(t)
+        why = t.cause_id if t.cause_id is not None else f"{t.account}/day/{t.as_of}"
+        assert fast.headers[2] == (
+            "ce_id",
+            str(uuid.uuid5(TRANSITION_IDS, f"{t.tenant}/{why}/{t.kind}/{t.segment}")).encode(),
+        )
     assert late == reference.late
     states = {k: repo.state(*k) for k in repo.accounts}
     assert memberships(states) == memberships(reference.states)
