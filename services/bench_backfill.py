@@ -13,8 +13,8 @@ exhaustive rollover (every account evaluated) on the same tenant.
 
 from __future__ import annotations
 
-import gc
 import base64
+import gc
 import json
 import random
 import tempfile
