@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from schemas import Event
 from schemas.events import ClockTick, ClockTickData, ClockWatermark, ClockWatermarkData
 from services.runtime.batch import Inbound
 from services.runtime.codec import encode
@@ -108,6 +109,39 @@ def watermark_records(
         for topic, count in sorted(partitions.items())
         for p in range(count)
     ]
+
+
+async def partition_counts(
+    producer: AIOKafkaProducer, names: TopicNames, topics: Iterable[str] = TICKED_TOPICS
+) -> dict[str, int]:
+    """Logical topic -> how many partitions it has (from the producer's metadata)."""
+    return {t: len(await producer.partitions_for(names.physical(t))) for t in topics}
+
+
+async def send_to_partitions(
+    producer: AIOKafkaProducer,
+    names: TopicNames,
+    records: Iterable[tuple[str, int, Event]],
+    timestamp_ms: int | None = None,
+) -> int:
+    """Sends each (logical topic, partition, event) to that very partition and waits
+    until the broker acknowledged all of them; returns how many."""
+    sent = []
+    for topic, partition, event in records:
+        msg = encode(event)
+        sent.append(
+            await producer.send(
+                names.physical(topic),
+                msg.value,
+                key=msg.key,
+                partition=partition,
+                headers=list(msg.headers),
+                timestamp_ms=timestamp_ms,
+            )
+        )
+    if sent:
+        await asyncio.gather(*sent)
+    return len(sent)
 
 
 def split_ticks(items: Sequence[T]) -> tuple[list[T], list[T]]:
@@ -258,30 +292,14 @@ class Ticker:
         ).scalars()
         names = list(tenants)
         await conn.commit()
-        partitions: dict[str, int] = {}
-        for topic in self.topics:
-            parts = await producer.partitions_for(self.names.physical(topic))
-            partitions[topic] = len(parts)
-        stamp = int(at.timestamp() * 1000)
-        sent = []
-        for tenant in names:
-            for topic, p, tick in round_ticks(tenant, at, partitions):
-                msg = encode(tick)
-                sent.append(
-                    await producer.send(
-                        self.names.physical(topic),
-                        msg.value,
-                        key=msg.key,
-                        partition=p,
-                        headers=list(msg.headers),
-                        timestamp_ms=stamp,
-                    )
-                )
-        if sent:
-            await asyncio.gather(*sent)  # acknowledged by the broker
+        partitions = await partition_counts(producer, self.names, self.topics)
+        records = [r for tenant in names for r in round_ticks(tenant, at, partitions)]
+        sent = await send_to_partitions(
+            producer, self.names, records, timestamp_ms=int(at.timestamp() * 1000)
+        )
         self.rounds += 1
-        self.metrics.ticks.inc(len(sent))
-        return len(sent)
+        self.metrics.ticks.inc(sent)
+        return sent
 
     async def _sleep(self, seconds: float) -> None:
         try:

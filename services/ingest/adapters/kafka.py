@@ -14,7 +14,7 @@ from schemas import Event
 from services.runtime.codec import encode
 from services.runtime.relay import make_producer
 from services.runtime.tasks import stop_quietly
-from services.runtime.ticks import TICKED_TOPICS, watermark_records
+from services.runtime.ticks import partition_counts, send_to_partitions, watermark_records
 from services.runtime.topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -88,22 +88,9 @@ class KafkaEventPublisher:
             raise BrokerUnavailable("not connected to the broker yet")
         try:
             async with asyncio.timeout(self.ack_timeout_s):
-                partitions = {
-                    t: len(await producer.partitions_for(self.names.physical(t)))
-                    for t in TICKED_TOPICS
-                }
-                futures = []
-                for topic, p, mark in watermark_records(tenant, at, partitions):
-                    msg = encode(mark)
-                    futures.append(
-                        await producer.send(
-                            self.names.physical(topic),
-                            msg.value,
-                            key=msg.key,
-                            partition=p,
-                            headers=msg.headers,
-                        )
-                    )
-                await asyncio.gather(*futures)
+                partitions = await partition_counts(producer, self.names)
+                await send_to_partitions(
+                    producer, self.names, watermark_records(tenant, at, partitions)
+                )
         except (TimeoutError, KafkaError) as exc:
             raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
