@@ -15,9 +15,12 @@ import base64
 import json
 import logging
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,6 +30,10 @@ from services.runtime.metrics import RuntimeMetrics
 from services.runtime.tasks import finish_task, stop_quietly
 
 log = logging.getLogger(__name__)
+
+_PARTITIONER = DefaultPartitioner()
+"""The producer's default partitioner (murmur2 of the key, as Kafka's Java client):
+the partition ``send`` would pick for the same key."""
 
 
 def make_producer(bootstrap: str, **extra: Any) -> AIOKafkaProducer:
@@ -75,7 +82,8 @@ class OutboxRelay:
 
     async def start_producer(self) -> None:
         """Connects without starting the loop (for one-shot ``publish_once`` use)."""
-        self._producer = make_producer(self.bootstrap)
+        # record batches of up to 256 KiB: a batch of outbox rows goes out in a few
+        self._producer = make_producer(self.bootstrap, max_batch_size=262_144)
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -118,6 +126,45 @@ class OutboxRelay:
                 except TimeoutError:
                     pass
 
+    async def _send(self, rows: Sequence[Any]) -> None:
+        """Sends the rows in order and waits for every ack. Rows go into one record
+        batch per partition (the key's partition, by the producer's own partitioner
+        over the topic's partitions in order), sent with ``send_batch``: a few calls
+        per partition instead of one per message. A message too large for a batch
+        goes alone through ``send``."""
+        producer = self._producer
+        assert producer is not None
+        partitions: dict[str, list[int]] = {}
+        open_batches: dict[tuple[str, int], BatchBuilder] = {}
+        futures = []
+        for _id, topic, key, value, headers in rows:
+            hdrs = [
+                (k, base64.b64decode(v))
+                for k, v in (headers if isinstance(headers, list) else json.loads(headers))
+            ]
+            parts = partitions.get(topic)
+            if parts is None:
+                parts = partitions[topic] = sorted(await producer.partitions_for(topic))
+            partition = _PARTITIONER(key, parts, parts)
+            batch = open_batches.get((topic, partition))
+            if batch is None:
+                batch = open_batches[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is not None:
+                continue
+            # the batch is full: send it, and this message in the next one
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = open_batches[(topic, partition)] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
+                del open_batches[(topic, partition)]  # larger than any batch
+                futures.append(
+                    await producer.send(topic, value, key=key, headers=hdrs, partition=partition)
+                )
+        for (topic, partition), batch in open_batches.items():
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)
+
     async def publish_once(self) -> int:
         """Publishes one batch of outbox rows; returns how many."""
         assert self._producer is not None
@@ -138,14 +185,7 @@ class OutboxRelay:
             if not rows:
                 self.metrics.outbox_backlog.set(0)
                 return 0
-            futures = []
-            for _id, topic, key, value, headers in rows:
-                hdrs = [
-                    (k, base64.b64decode(v))
-                    for k, v in (headers if isinstance(headers, list) else json.loads(headers))
-                ]
-                futures.append(await self._producer.send(topic, value, key=key, headers=hdrs))
-            await asyncio.gather(*futures)
+            await self._send(rows)
             self.fault("relay_after_send")
             await conn.execute(
                 text("DELETE FROM outbox WHERE id = ANY(:ids)"), {"ids": [r[0] for r in rows]}
