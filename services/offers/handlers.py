@@ -9,7 +9,7 @@ decisions are the engine's (``domain/engine.py``), an offer's lifecycle is
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -34,6 +34,7 @@ from services.offers.domain.records import (
     SuppressionRow,
 )
 from services.runtime.batch import Inbound, UnitOfWork
+from services.runtime.ticks import complete_rounds, split_ticks
 
 
 class OfferRepository(Protocol):
@@ -73,16 +74,25 @@ def _cause(event: Event) -> str:
     return event.id
 
 
-async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence[Event]) -> Result:
-    """Applies a batch in order: one read of the accounts, one write back. A clock
-    tick or watermark only moves its tenant's stream clock (offers expire by it)."""
+async def process(
+    repo: OfferRepository,
+    program: OffersProgram,
+    batch: Sequence[Event],
+    rounds: Mapping[str, datetime] | None = None,
+) -> Result:
+    """Applies a batch in order: one read of the accounts, one write back.
+
+    A clock tick or watermark only moves its tenant's stream clock (offers expire
+    by it). ``rounds`` (the runtime handler's) gives per tenant a round of ticks
+    read on every input partition; given it, single ticks move nothing, so that
+    a partition's backlog is not overtaken by another partition's tick."""
     result = Result()
-    marks: dict[str, datetime] = {}
+    marks: dict[str, datetime] = dict(rounds or {})
     accounts: list[Event] = []
     for e in batch:
-        if isinstance(e, ClockTick | ClockWatermark):
+        if isinstance(e, ClockWatermark) or (isinstance(e, ClockTick) and rounds is None):
             marks[e.tenant] = max(marks.get(e.tenant, e.time), e.time)
-        else:
+        elif not isinstance(e, ClockTick):
             accounts.append(e)
     batch = accounts
     books = await repo.load((e.tenant, e.subject) for e in batch)
@@ -153,13 +163,17 @@ async def process(repo: OfferRepository, program: OffersProgram, batch: Sequence
 
 @dataclass
 class OffersHandler:
-    """The runtime handler: runs the batch through :func:`process` in Postgres."""
+    """The runtime handler: runs the batch through :func:`process` in Postgres; its
+    clock ticks count towards rounds (``services/runtime/ticks.py``), and only a
+    round read on every input partition moves a tenant's clock."""
 
     program: OffersProgram
 
     async def __call__(self, uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+        _, clocks = split_ticks(batch)
+        rounds = await complete_rounds(uow.conn, clocks)
         result = await process(
-            PostgresOfferRepository(uow.conn), self.program, [i.event for i in batch]
+            PostgresOfferRepository(uow.conn), self.program, [i.event for i in batch], rounds
         )
         for event in result.events:
             uow.publish("offers.decisions", event)
