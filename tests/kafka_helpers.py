@@ -49,21 +49,20 @@ async def produce(
 async def produce_ticks(
     bootstrap: str, prefix: str, ticks: Sequence[tuple[str, int, Event]]
 ) -> None:
-    """Writes clock ticks as the ticker does: each to its own partition, stamped
-    with its round's time."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    """Writes clock ticks as the ticker does (each to its own partition, stamped with
+    its round's time), in order."""
+    from services.runtime.relay import make_producer
+    from services.runtime.ticks import partition_counts, send_to_partitions
+    from services.runtime.topics import TopicNames
+
+    names = TopicNames(prefix)
+    producer = make_producer(bootstrap)
     await producer.start()
     try:
-        for topic, partition, tick in ticks:
-            await producer.partitions_for(prefix + topic)  # metadata for a chosen partition
-            m = encode(tick)
-            await producer.send_and_wait(
-                prefix + topic,
-                m.value,
-                key=m.key,
-                partition=partition,
-                headers=m.headers,
-                timestamp_ms=int(tick.time.timestamp() * 1000),
+        await partition_counts(producer, names, {t for t, _, _ in ticks})  # metadata
+        for tick in ticks:
+            await send_to_partitions(
+                producer, names, [tick], timestamp_ms=int(tick[2].time.timestamp() * 1000)
             )
     finally:
         await producer.stop()

@@ -93,11 +93,9 @@ class Books:
         headroom: dict[Any, int] = {}
         wanted = needs(self.program, req, at)
         for need in wanted:
-            # a lease that holds enough needs no round trip (the batch's were prepared)
-            free = self.budgets.held_enough(need.key, partition, need.amount)
-            if free is None:
-                free = await self.budgets.ensure(need.key, partition, need.cap.amount, need.amount)
-            headroom[need.key] = free
+            headroom[need.key] = await self.budgets.ensure(
+                need.key, partition, need.cap.amount, need.amount
+            )
         verdict = decide(
             self.program,
             req,

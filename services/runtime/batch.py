@@ -5,7 +5,7 @@ the dedupe by event id that runs before any handler."""
 from __future__ import annotations
 
 import json
-from base64 import b64encode
+from base64 import b64decode, b64encode
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -117,16 +117,24 @@ def _b64(value: bytes) -> str:
     return b64encode(value).decode()  # most header values repeat (type, source, tenant, day)
 
 
+def headers_json(headers: Iterable[tuple[str, bytes]]) -> str:
+    """Record headers as stored in Postgres (outbox, held events): a JSON list of
+    ``[name, base64 value]``. Built by hand, as it runs for every message: names
+    quoted once and values encoded once, cached."""
+    return "[" + ",".join(f'[{_json_name(k)},"{_b64(v)}"]' for k, v in headers) + "]"
+
+
+def headers_from_json(stored: str | list[Any]) -> list[tuple[str, bytes]]:
+    """What :func:`headers_json` stored (as text, or as the list a jsonb column reads
+    back as) -> record headers."""
+    pairs = json.loads(stored) if isinstance(stored, str) else stored
+    return [(k, b64decode(v)) for k, v in pairs]
+
+
 def _outbox_row(
     topic: str, key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes]]
 ) -> dict[str, Any]:
-    return {
-        "topic": topic,
-        "key": key,
-        "value": value,
-        # the JSON by hand (this runs for every message): names quoted once, cached
-        "headers": "[" + ",".join(f'[{_json_name(k)},"{_b64(v)}"]' for k, v in headers) + "]",
-    }
+    return {"topic": topic, "key": key, "value": value, "headers": headers_json(headers)}
 
 
 Handler = Callable[[UnitOfWork, Sequence[Inbound]], Awaitable[None]]

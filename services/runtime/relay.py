@@ -11,8 +11,6 @@ consumers drop the repeat by event id.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import zlib
 from collections.abc import Sequence
@@ -24,7 +22,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.runtime.batch import FaultHook
+from services.runtime.batch import FaultHook, headers_from_json
 from services.runtime.errors import is_transient
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.tasks import finish_task, stop_quietly
@@ -138,10 +136,7 @@ class OutboxRelay:
         open_batches: dict[tuple[str, int], BatchBuilder] = {}
         futures = []
         for _id, topic, key, value, headers in rows:
-            hdrs = [
-                (k, base64.b64decode(v))
-                for k, v in (headers if isinstance(headers, list) else json.loads(headers))
-            ]
+            hdrs = headers_from_json(headers)
             parts = partitions.get(topic)
             if parts is None:
                 parts = partitions[topic] = sorted(await producer.partitions_for(topic))

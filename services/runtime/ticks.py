@@ -251,7 +251,7 @@ class Ticker:
                     await self._lead(conn, producer)
                 delay = 0.5
             except Exception as exc:
-                if not is_transient(exc) and not isinstance(exc, OSError | ConnectionError):
+                if not is_transient(exc):
                     log.exception("%s: the ticker failed; it starts again", self.service)
                 else:
                     log.warning("%s: ticker: %s; retrying", self.service, exc)

@@ -67,12 +67,6 @@ class LeasedBudgets:
         lease = self._leases.get((key, partition))
         return lease.free if lease else 0
 
-    def held_enough(self, key: BudgetKey, partition: int, need: int) -> int | None:
-        """What the lease has free if this transaction holds it with ``need`` free
-        (what :meth:`ensure` would answer without a round trip), else None."""
-        lease = self._leases.get((key, partition))
-        return lease.free if lease is not None and lease.free >= need else None
-
     def use(self, key: BudgetKey, partition: int, amount: int) -> None:
         lease = self._leases[(key, partition)]
         if amount > lease.free:

@@ -19,8 +19,6 @@ that never carried a watermark pass their events straight through, as before.
 
 from __future__ import annotations
 
-import json
-from base64 import b64decode, b64encode
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -30,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import ClockWatermark
 from services.runtime.admission import record_arrival
-from services.runtime.batch import Inbound
+from services.runtime.batch import Inbound, headers_from_json, headers_json
 from services.runtime.codec import decode
 from services.runtime.topics import TopicNames
 
@@ -111,7 +109,7 @@ async def _hold(conn: AsyncConnection, items: Sequence[Inbound]) -> None:
             "s": [r.timestamp if r is not None else None for r in records],
             "k": [r.key if r is not None else None for r in records],
             "v": [r.value if r is not None else b"" for r in records],
-            "h": [_headers_json(r.headers if r is not None else ()) for r in records],
+            "h": [headers_json(r.headers if r is not None else ()) for r in records],
         },
     )
 
@@ -144,7 +142,7 @@ async def _release(conn: AsyncConnection, names: TopicNames, tenants: list[str])
     for _at, _account, topic, partition, offset, stamp, key, value, headers in sorted(
         released.all(), key=lambda r: (r[0], r[1], r[2], r[3], r[4])
     ):
-        hdrs = _headers_of(headers)
+        hdrs = tuple(headers_from_json(headers))
         record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
             topic=names.physical(topic),
             partition=partition,
@@ -162,11 +160,3 @@ async def _release(conn: AsyncConnection, names: TopicNames, tenants: list[str])
         event = decode(value, hdrs)  # it was valid when held
         out.append(Inbound(event, topic, partition, offset, record, arrival))
     return out
-
-
-def _headers_json(headers: Sequence[tuple[str, bytes]]) -> str:
-    return json.dumps([[k, b64encode(v).decode()] for k, v in headers])
-
-
-def _headers_of(raw: str) -> tuple[tuple[str, bytes], ...]:
-    return tuple((k, b64decode(v)) for k, v in json.loads(raw))
