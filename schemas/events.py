@@ -303,6 +303,25 @@ class ClockWatermarkData(Contract):
     partitions: int = Field(ge=1, description="How many partitions it was written to.")
 
 
+class BundleReadyData(Contract):
+    """An account that adopted ``adopted`` and not yet ``expected``, now as long
+    after its adoption as accounts that went on to ``expected`` typically took:
+    the moment to offer the bundle. Published by insights on
+    ``insights.signals``, once per account and sequence."""
+
+    sequence: str = Field(
+        min_length=3, max_length=401, description="'adopted>expected', e.g. 'reports>automations'."
+    )
+    adopted: Identifier = Field(description="The feature the account adopted first.")
+    expected: Identifier = Field(description="The feature it is expected to adopt next.")
+    adopted_at: AwareDatetime = Field(description="When it adopted ``adopted``.")
+    typical_delay_days: float = Field(
+        ge=0, description="Median delay from ``adopted`` to ``expected`` among accounts that did."
+    )
+    support: float = Field(ge=0, le=1, description="Share of adopting accounts that did A then B.")
+    confidence: float = Field(ge=0, le=1, description="Share of A's adopters that went on to B.")
+
+
 class TenantKeyAddedData(Contract):
     """A tenant API key, stored as a SHA-256 hash; the key itself never travels."""
 
@@ -465,6 +484,13 @@ class ClockWatermark(Event):
     data: ClockWatermarkData
 
 
+class BundleReady(Event):
+    """Insights' signal that an account is ready for a bundle (``insights.signals``)."""
+
+    type: Literal["bundle.ready"]
+    data: BundleReadyData
+
+
 class TenantKeyAdded(Event):
     """On the ``tenants`` topic; ``subject`` and ``tenant`` are the tenant id."""
 
@@ -498,6 +524,7 @@ AnyEvent = Annotated[
     | CreditExpired
     | ClockTick
     | ClockWatermark
+    | BundleReady
     | TenantKeyAdded,
     Field(discriminator="type"),
 ]
@@ -533,6 +560,7 @@ CATALOG: dict[str, type[Event]] = {
         CreditExpired,
         ClockTick,
         ClockWatermark,
+        BundleReady,
         TenantKeyAdded,
     )
 }

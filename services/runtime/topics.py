@@ -29,6 +29,7 @@ ACCOUNT_TOPICS = (
     "segments.changes",
     "offers.decisions",
     "credits.decisions",
+    "insights.signals",
 )
 """Contract topics, all keyed ``{tenant}:{account}`` and co-partitioned."""
 
