@@ -5,12 +5,10 @@ as JSON or, with ``?format=csv``, as CSV."""
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,7 +20,7 @@ from services.ledger.domain.settle import Approval
 from services.ledger.handlers import Books
 from services.runtime.batch import UnitOfWork
 from services.runtime.errors import is_transient
-from services.runtime.service import ServiceRuntime, TenantDep
+from services.runtime.service import ServiceRuntime, TenantDep, csv_response
 
 router = APIRouter(prefix="/v1")
 Format = Literal["json", "csv"]
@@ -39,12 +37,7 @@ class Decision(BaseModel):
 def _table(rows: list[dict[str, Any]], fmt: Format, name: str) -> Any:
     if fmt == "json":
         return {name: rows}
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return Response(out.getvalue(), media_type="text/csv")
+    return csv_response(rows)
 
 
 async def _read(request: Request, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:

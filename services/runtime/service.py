@@ -5,12 +5,14 @@ consumer worker, outbox relay, metrics, and the base FastAPI app
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -196,6 +198,16 @@ async def current_tenant(
 
 
 TenantDep = Annotated[str, Depends(current_tenant)]
+
+
+def csv_response(rows: list[dict[str, Any]]) -> Response:
+    """Rows as a ``text/csv`` body, the first row's keys as the header."""
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return Response(out.getvalue(), media_type="text/csv")
 
 
 def base_app(

@@ -1,0 +1,1 @@
+"""Storage of the insights facts: Postgres, and memory for simulations and tests."""

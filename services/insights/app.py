@@ -1,0 +1,47 @@
+"""insights app: wiring and lifespan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.insights.api import router
+from services.insights.domain.program import InsightsProgram, load_insights_program
+from services.insights.handlers import InsightsHandler
+from services.runtime.batch import FaultHook
+from services.runtime.config import Settings
+from services.runtime.program_file import read_program
+from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
+
+TOPICS = (
+    "events.product",
+    "events.billing",
+    "events.support",
+    "segments.changes",
+    "offers.decisions",
+    "credits.decisions",
+)
+
+
+def load(settings: Settings) -> InsightsProgram:
+    return load_insights_program(read_program(settings.program))
+
+
+def spec(program: InsightsProgram) -> ServiceSpec:
+    handler = InsightsHandler(program)
+    return ServiceSpec(
+        name="insights",
+        migrations=Path(__file__).parent / "migrations",
+        handlers=dict.fromkeys(TOPICS, handler),
+    )
+
+
+def create_app(settings: Settings | None = None, fault: FaultHook | None = None) -> FastAPI:
+    settings = settings or Settings()
+    program = load(settings)
+    runtime = ServiceRuntime(spec(program), settings, fault=fault)
+    app = base_app(runtime, title="loyalty insights")
+    app.state.program = program
+    app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""Pure insights logic: facts in, reports out; no I/O, no clock."""
