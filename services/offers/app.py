@@ -14,7 +14,15 @@ from services.runtime.config import Settings
 from services.runtime.program_file import read_program
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
 
-TOPICS = ("segments.changes", "events.product", "events.billing", "events.support")
+TOPICS = (
+    "segments.changes",
+    "events.product",
+    "events.billing",
+    "events.support",
+    "insights.signals",
+)
+"""What the offers service reads: segment transitions, the account events (for
+event triggers and redemptions) and insights' signals (``bundle.ready``)."""
 
 
 def load(settings: Settings) -> OffersProgram:

@@ -1,5 +1,6 @@
-"""Turns segment transitions and product, billing and support events into offer
-decisions on ``offers.decisions``: issued, held out, expired, redeemed.
+"""Turns segment transitions (entered and exited), product, billing and support
+events and insights' signals (``bundle.ready``) into offer decisions on
+``offers.decisions``: issued, held out, expired, redeemed.
 
 :func:`process` is the whole service logic over a storage protocol, so that the
 runtime handler (Postgres) and the simulator (memory) run the same code; the
@@ -115,11 +116,9 @@ async def process(
             user_id = user_id or getattr(event.data, "user_id", None)
             if isinstance(event, SegmentEntered | SegmentExited):
                 book.env = engine.snapshot(event.data)
-                if isinstance(event, SegmentEntered):
-                    fired += [
-                        (r, r.trigger.describe())
-                        for r in program.by_segment.get(event.data.segment, ())
-                    ]
+                entering = isinstance(event, SegmentEntered)
+                by = program.by_segment if entering else program.by_segment_exit
+                fired += [(r, r.trigger.describe()) for r in by.get(event.data.segment, ())]
             else:
                 rules = program.by_event.get(event.type)
                 if rules:  # the where-fields are compared in their JSON form

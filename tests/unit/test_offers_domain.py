@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from schemas import Money
 from schemas.events import (
     AccountFeatures,
+    BundleReady,
+    BundleReadyData,
     CancellationRequested,
     CancellationRequestedData,
     CreditApplied,
@@ -26,6 +28,7 @@ from schemas.events import (
     RfmScores,
     SegmentChangedData,
     SegmentEntered,
+    SegmentExited,
 )
 from services.common.program import ProgramError
 from services.offers.domain.engine import in_holdout
@@ -85,13 +88,61 @@ def entered(
         subject=account,
         tenant="t",
         time=t,
-        data=SegmentChangedData(
-            segment=segment,
-            features=features(**over),
-            rfm=RfmScores(r=3, f=3, m=3, cell="loyal"),
-            segments=sorted({segment, *segments}),
-            cause=cause or f"c{next(_ids)}",
-            user_id=user,
+        data=_changed(segment, sorted({segment, *segments}), cause, user, **over),
+    )
+
+
+def exited(
+    account: str,
+    segment: str,
+    t: datetime,
+    segments: Sequence[str] = (),
+    cause: str | None = None,
+    **over: Any,
+) -> SegmentExited:
+    """``account`` left ``segment``; ``segments`` are those it is still in."""
+    return SegmentExited(
+        id=f"s{next(_ids)}",
+        source="test",
+        type="segment.exited",
+        subject=account,
+        tenant="t",
+        time=t,
+        data=_changed(segment, sorted(set(segments) - {segment}), cause, None, **over),
+    )
+
+
+def _changed(
+    segment: str, segments: list[str], cause: str | None, user: str | None, **over: Any
+) -> SegmentChangedData:
+    return SegmentChangedData(
+        segment=segment,
+        features=features(**over),
+        rfm=RfmScores(r=3, f=3, m=3, cell="loyal"),
+        segments=segments,
+        cause=cause or f"c{next(_ids)}",
+        user_id=user,
+    )
+
+
+def bundle_ready(
+    account: str, t: datetime, adopted: str = "reports", expected: str = "automations"
+) -> BundleReady:
+    return BundleReady(
+        id=f"b{next(_ids)}",
+        source="insights",
+        type="bundle.ready",
+        subject=account,
+        tenant="t",
+        time=t,
+        data=BundleReadyData(
+            sequence=f"{adopted}>{expected}",
+            adopted=adopted,
+            expected=expected,
+            adopted_at=t - timedelta(days=12),
+            typical_delay_days=11.5,
+            support=0.2,
+            confidence=0.6,
         ),
     )
 
@@ -261,6 +312,10 @@ def _firing(account: str, t: datetime, rule: str, n: int) -> list[Event]:
         segment, over = segment_rules[rule]
         extra = ["tier_gold"] if rule == "renewal_credit" else []
         return [entered(account, segment, t, extra, user="u-9", **over)]
+    if rule == "power_user_lapsed_call":
+        return [exited(account, "power_users", t, ["member_active"])]
+    if rule == "bundle_automations_trial":
+        return [bundle_ready(account, t)]
     if rule == "core_feature_training":
         return [used(account, t, ["api", "sso", "automations"][n % 3])]
     if rule == "report_builder_beta":
@@ -512,7 +567,7 @@ def test_a_replay_of_the_same_events_yields_the_same_decisions(events: list[Even
 
 
 def test_an_input_arriving_after_later_ones_cannot_break_the_policy() -> None:
-    # the service reads four topics: a transition may come after a later event
+    # the service reads five topics: a transition may come after a later event
     account = treated()
     later = _firing(account, T0 + timedelta(hours=5), "seat_expansion_credit", 0)
     out, repo = run(later)

@@ -238,7 +238,7 @@ def _rule_blocked(
 
 def _policy_blocks(program: OffersProgram, t: datetime, history: Sequence[PastOffer]) -> str | None:
     """Measured both ways from ``t``, so that an input arriving after later ones
-    (the service reads four topics) cannot squeeze an offer in between them:
+    (the service reads five topics) cannot squeeze an offer in between them:
     conservative, never more offers than the policy allows in any window."""
     recent = [p.issued_at for p in history if abs(t - p.issued_at) < program.window]
     if len(recent) >= program.max_offers:
@@ -310,9 +310,10 @@ def _human(d: timedelta) -> str:
 def counts_after(
     rules: Iterable[Rule], counts: dict[str, int], event_type: str, data: dict[str, Any]
 ) -> list[tuple[Rule, str]]:
-    """Counts a product, billing or support event against the event-triggered rules
-    it matches; returns those it fires (every match, or the N-th for ``nth``), each
-    with what fired it, for people."""
+    """Counts an account event (product, billing, support, or an insights signal
+    such as ``bundle.ready``) against the event-triggered rules it matches; returns
+    those it fires (every match, or the N-th for ``nth``), each with what fired it,
+    for people."""
     fired = []
     for rule in rules:
         if not rule.trigger.matches(event_type, data):

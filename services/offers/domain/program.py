@@ -61,23 +61,33 @@ MONEY_BASES = ("mrr", "arr", "renewal_value")
 PRICED = (*MONETARY_REWARDS, "discount")
 """Rewards with a monetary value (credits, discounts)."""
 CANCELLATION_EVENT = "billing.cancellation_requested"
+SIGNALS = ("bundle.ready",)
+"""Account events the offers service reads from ``insights.signals``."""
+TRIGGER_EVENTS = frozenset(
+    t for t in CATALOG if t.split(".")[0] in ("product", "billing", "support") or t in SIGNALS
+)
+"""What an event trigger may name: the account events the offers service reads
+(its input topics' product, billing and support events, and insights' signals)."""
 
 
 class TriggerSpec(Strict):
-    """``{segment: NAME}``: the account enters the segment. ``{event: TYPE, where:
-    {field: value or [values]}, nth: N}``: the N-th matching event of the account
-    (every matching event when ``nth`` is left out)."""
+    """Exactly one of: ``{segment: NAME}``, the account enters the segment;
+    ``{segment_exit: NAME}``, the account leaves it; ``{event: TYPE, where: {field:
+    value or [values]}, nth: N}``, the N-th matching event of the account (every
+    matching event when ``nth`` is left out)."""
 
     segment: str | None = None
+    segment_exit: str | None = None
     event: str | None = None
     where: dict[str, Any] = Field(default_factory=dict)
     nth: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_kind(self) -> TriggerSpec:
-        if (self.segment is None) == (self.event is None):
-            raise ValueError("say either segment: NAME or event: TYPE")
-        if self.segment is not None and (self.where or self.nth is not None):
+        kinds = (self.segment, self.segment_exit, self.event)
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError("say one of segment: NAME, segment_exit: NAME or event: TYPE")
+        if self.event is None and (self.where or self.nth is not None):
             raise ValueError("where and nth go with event triggers only")
         return self
 
@@ -148,12 +158,18 @@ class Amount:
 
 @dataclass(frozen=True)
 class Trigger:
+    """One of ``segment`` (entering it), ``segment_exit`` (leaving it) or ``event``."""
+
     segment: str | None = None
     event: str | None = None
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     nth: int | None = None
+    segment_exit: str | None = None
 
     def describe(self) -> str:
+        """What fired a segment trigger, for people."""
+        if self.segment_exit is not None:
+            return f"left segment {self.segment_exit}"
         return f"entered segment {self.segment}"
 
     def matches(self, event_type: str, data: dict[str, Any]) -> bool:
@@ -199,6 +215,7 @@ class OffersProgram:
     default_currency: str = "USD"
     by_segment: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
     by_event: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    by_segment_exit: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
 
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -242,10 +259,13 @@ def load_offers_program(raw: Any) -> OffersProgram:
     if problems:
         raise ProgramError(problems)
     by_segment: dict[str, list[Rule]] = {}
+    by_segment_exit: dict[str, list[Rule]] = {}
     by_event: dict[str, list[Rule]] = {}
     for rule in rules:
         if rule.trigger.segment is not None:
             by_segment.setdefault(rule.trigger.segment, []).append(rule)
+        elif rule.trigger.segment_exit is not None:
+            by_segment_exit.setdefault(rule.trigger.segment_exit, []).append(rule)
         else:
             by_event.setdefault(rule.trigger.event or "", []).append(rule)
     return OffersProgram(
@@ -258,6 +278,7 @@ def load_offers_program(raw: Any) -> OffersProgram:
         default_currency=section.default_currency,
         by_segment={k: tuple(v) for k, v in by_segment.items()},
         by_event={k: tuple(v) for k, v in by_event.items()},
+        by_segment_exit={k: tuple(v) for k, v in by_segment_exit.items()},
     )
 
 
@@ -308,8 +329,12 @@ def _compile_rule(
             durations[field_name] = parse_duration(getattr(spec, field_name))
         except ValueError as exc:
             problem(field_name, str(exc))
+    # a segment whose condition reads cancellation_requested may be entered or left
+    # because of one: either way the rule may be answering cancellation intent
     cancels = trigger is not None and (
-        trigger.event == CANCELLATION_EVENT or trigger.segment in cancellation_segments
+        trigger.event == CANCELLATION_EVENT
+        or trigger.segment in cancellation_segments
+        or trigger.segment_exit in cancellation_segments
     )
     if cancels and reward.kind in PRICED and not spec.after:
         problem(
@@ -337,14 +362,17 @@ def _compile_rule(
 
 
 def _compile_trigger(spec: TriggerSpec, segments: set[str], problem: Any) -> Trigger | None:
-    if spec.segment is not None:
-        if spec.segment not in segments:
-            problem("trigger", f"unknown segment {spec.segment!r}")
+    for segment in (spec.segment, spec.segment_exit):
+        if segment is not None and segment not in segments:
+            problem("trigger", f"unknown segment {segment!r}")
             return None
+    if spec.segment is not None:
         return Trigger(segment=spec.segment)
+    if spec.segment_exit is not None:
+        return Trigger(segment_exit=spec.segment_exit)
     etype = spec.event or ""
-    model = CATALOG.get(etype)
-    if model is None or etype.split(".")[0] not in ("product", "billing", "support"):
+    model = CATALOG.get(etype) if etype in TRIGGER_EVENTS else None
+    if model is None:
         problem("trigger", f"unknown trigger event {etype!r}")
         return None
     data_fields = model.model_fields["data"].annotation.model_fields  # type: ignore[union-attr]
