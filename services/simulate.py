@@ -64,9 +64,11 @@ async def simulate(
     events: Sequence[Event],
     batch: int = 500,
     inputs_seen: list[Event] | None = None,
+    decisions: list[Event] | None = None,
 ) -> Simulation:
     """Runs the history; ``inputs_seen`` collects what the offers logic took in
-    (events and transitions, in order), for ``loyalty bench offers``."""
+    (events and transitions, in order), for ``loyalty bench offers``, and
+    ``decisions`` what it decided, for ``loyalty insights report --history``."""
     sim = Simulation(events=len(events))
     started = time.perf_counter()
     seg_repo = MemoryAccountRepository()
@@ -92,6 +94,8 @@ async def simulate(
         sim.offer_inputs += len(inputs)
         if inputs_seen is not None:
             inputs_seen.extend(inputs)
+        if decisions is not None:
+            decisions.extend(result.events)
         for e in result.events:
             _tally(sim, e)
         for s in result.suppressions:

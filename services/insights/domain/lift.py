@@ -233,7 +233,9 @@ def _outcome_lift(
         p = (sum(yt) + sum(yc)) / max(1, len(yt) + len(yc))
         mde = stats.mde_proportion(p, len(yt), len(yc), conf)
     else:
-        mde = stats.mde_mean(stats.mean_sd(yt)[1], stats.mean_sd(yc)[1], len(yt), len(yc), conf)
+        sd_t = stats.mean_sd(yt)[1] if yt else 0.0
+        sd_c = stats.mean_sd(yc)[1] if yc else 0.0
+        mde = stats.mde_mean(sd_t, sd_c, len(yt), len(yc), conf)
     if len(yt) >= 2 and len(yc) >= 2:
         if proportion:
             raw = stats.newcombe_difference(round(sum(yt)), len(yt), round(sum(yc)), len(yc), conf)
