@@ -28,7 +28,7 @@ from services.runtime.topics import TENANTS, TopicNames, broker_incarnation, ens
 
 log = logging.getLogger("loyalty")
 
-SERVICES = {"ingest": 8080, "segmenter": 8081, "offers": 8082, "ledger": 8083}
+SERVICES = {"ingest": 8080, "segmenter": 8081, "offers": 8082, "ledger": 8083, "insights": 8084}
 APPS = {name: f"services.{name}.app:create_app" for name in SERVICES}
 
 
@@ -55,6 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     create = tsub.add_parser("create", help="create a tenant (or a new key for it)")
     create.add_argument("name")
 
+    insights = sub.add_parser("insights", help="insights tools")
+    isub = insights.add_subparsers(dest="insights_command", required=True)
+    irep = isub.add_parser(
+        "report", help="lift, NRR, up-sell rate, segments and bundles, as tables"
+    )
+    irep.add_argument("--url", default=f"http://127.0.0.1:{SERVICES['insights']}")
+    irep.add_argument("--key", help="a tenant API key (or LOYALTY_API_KEY)")
+    irep.add_argument("--history", type=Path, help="run this history in memory instead")
+    irep.add_argument("--program", type=Path, help="with --history: the program file")
+    irep.add_argument("--tenant", default="demo", help="with --history: the tenant")
+    irep.add_argument("--json", action="store_true", help="the reports as one JSON object")
+
     topics = sub.add_parser("topics", help="Kafka topics")
     tosub = topics.add_subparsers(dest="topics_command", required=True)
     tosub.add_parser("create", help="create the missing topics")
@@ -79,11 +91,39 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = sub.add_parser("demo", help="demo data")
     dsub = demo.add_subparsers(dest="demo_command", required=True)
+    from services.demo import parse_pair, parse_sequence
+
     hist = dsub.add_parser("history", help="write a synthetic SaaS history (JSON lines)")
     hist.add_argument("--accounts", type=int, default=300)
     hist.add_argument("--days", type=int, default=120)
     hist.add_argument("--seed", type=int, default=7)
     hist.add_argument("--out", type=Path, required=True)
+    hist.add_argument(
+        "--tenant", default="demo", help="the tenant it will be read as (draws the holdout)"
+    )
+    hist.add_argument(
+        "--plant-retention",
+        type=float,
+        default=0.0,
+        metavar="POINTS",
+        help="after a cancellation request, treated accounts retain POINTS better",
+    )
+    hist.add_argument(
+        "--plant-cohort",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N extra monthly accounts that each ask to cancel once",
+    )
+    hist.add_argument(
+        "--plant-sequence",
+        type=parse_sequence,
+        metavar="A:B:DAYS:SHARE",
+        help="SHARE of A's adopters adopt B about DAYS later",
+    )
+    hist.add_argument(
+        "--plant-pair", type=parse_pair, metavar="A:B", help="adopted together, within 2 days"
+    )
 
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
@@ -143,11 +183,25 @@ def main(argv: list[str] | None = None) -> int:
         return segments_backfill(args.file, args.tenant, publish=not args.no_publish)
     if args.command == "offers":
         return offers_simulate(args.program, args.events, args.tenant)
+    if args.command == "insights":
+        return insights_report(args)
     if args.command == "demo":
-        from services.demo import write_history
+        from services.demo import Plant, write_history
 
-        n = write_history(args.out, args.accounts, args.days, args.seed)
-        print(f"{n} events for {args.accounts} accounts over {args.days} days: {args.out}")
+        try:
+            plant = Plant(
+                tenant=args.tenant,
+                retention_points=args.plant_retention,
+                cohort=args.plant_cohort,
+                sequence=args.plant_sequence,
+                pair=args.plant_pair,
+            )
+            n = write_history(args.out, args.accounts, args.days, args.seed, plant=plant)
+        except ValueError as exc:
+            print(f"loyalty demo history: {exc}", file=sys.stderr)
+            return 2
+        cohort = f" and a cohort of {plant.cohort}" if plant.cohort else ""
+        print(f"{n} events for {args.accounts} accounts{cohort} over {args.days} days: {args.out}")
         return 0
     if args.command == "bench" and args.bench_command in ("backfill", "rollover"):
         from services.bench_backfill import backfill_bench_with_embedded, rollover_bench
@@ -222,6 +276,7 @@ def segments_backfill(path: Path, tenant: str, publish: bool) -> int:
 
 def check_program(path: Path | None = None) -> str | None:
     """The program's problems (every service's part) as one message, or None."""
+    from services.insights.domain.program import load_insights_program
     from services.ledger.domain.program import load_ledger_program
     from services.runtime.program_file import read_program
     from services.simulate import load_both
@@ -230,6 +285,7 @@ def check_program(path: Path | None = None) -> str | None:
         raw = read_program(path or Settings().program)
         load_both(raw)
         load_ledger_program(raw)
+        load_insights_program(raw)
     except ValueError as exc:  # ProgramError, unreadable file, bad YAML
         return str(exc)
     return None
@@ -259,10 +315,42 @@ def offers_simulate(program: Path | None, events: Path, tenant: str) -> int:
     return 0
 
 
+def insights_report(args: argparse.Namespace) -> int:
+    from services.insights_report import from_history, from_service, render
+
+    if args.history is not None:
+        from services.runtime.program_file import read_program
+        from services.segmenter.backfill import BackfillInputError
+
+        try:
+            bodies = asyncio.run(
+                from_history(read_program(args.program), args.history, args.tenant)
+            )
+        except (ValueError, OSError, BackfillInputError) as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    else:
+        key = args.key or os.environ.get("LOYALTY_API_KEY")
+        if not key:
+            print("give --key (or LOYALTY_API_KEY), or --history FILE", file=sys.stderr)
+            return 2
+        try:
+            bodies = asyncio.run(from_service(args.url, key))
+        except httpx.HTTPError as exc:
+            print(f"insights at {args.url}: {exc}", file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(bodies, default=str))
+    else:
+        print(render(bodies, args.tenant if args.history else "of the key"))
+    return 0
+
+
 def serve_one(service: str, host: str, port: int) -> int:
     import uvicorn
 
-    if service in ("segmenter", "offers", "ledger") and (problem := check_program()) is not None:
+    consumes = ("segmenter", "offers", "ledger", "insights")
+    if service in consumes and (problem := check_program()) is not None:
         print(problem, file=sys.stderr)
         return 2
 

@@ -219,7 +219,12 @@ async def from_history(raw: Any, path: Path, tenant: str) -> dict[str, dict[str,
     inputs: list[Event] = []
     decisions: list[Event] = []
     await simulate(
-        segmenter, offers, read_history(path, tenant), inputs_seen=inputs, decisions=decisions
+        segmenter,
+        offers,
+        read_history(path, tenant),
+        batch=5000,
+        inputs_seen=inputs,
+        decisions=decisions,
     )
     credits: list[Event] = [
         CreditGranted(
