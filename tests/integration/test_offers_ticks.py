@@ -47,3 +47,56 @@ async def test_only_a_round_read_everywhere_moves_the_offers_clock(settings: Set
         assert left == 0  # completed rounds are forgotten
     finally:
         await engine.dispose()
+
+
+async def test_a_rule_fires_again_in_the_batch_that_expires_its_last_offer(
+    settings: Settings,
+) -> None:
+    """The last offer of a rule expired (in stream time) by a moment in this batch,
+    and the rule fires again at that moment: the old offer leaves 'issued' before
+    the new one is written, so the one-open-offer-per-rule index holds."""
+    from schemas.events import FeatureUsed, FeatureUsedData
+
+    program = load(settings)
+    migrations = spec(program).migrations
+    assert migrations is not None
+    engine = create_engine(settings.async_database_url(), "offers")
+    handler = OffersHandler(program)
+    at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+    def used(feature: str, t: datetime) -> FeatureUsed:
+        return FeatureUsed(
+            id=f"use-{feature}",
+            source="app",
+            type="product.feature_used",
+            subject="a1",
+            tenant="acme",
+            time=t,
+            data=FeatureUsedData(user_id="u", feature=feature, key_action=True),
+        )
+
+    async def apply(events: list[FeatureUsed]) -> None:
+        items = [Inbound(e, "events.product", 0, n) for n, e in enumerate(events)]  # type: ignore[arg-type]
+        async with engine.begin() as conn:
+            await handler(UnitOfWork(conn, TopicNames(""), "offers"), items)
+
+    try:
+        await migrate(engine, "offers", {"runtime": RUNTIME_MIGRATIONS, "offers": migrations})
+        await apply([used("api", at)])  # core_feature_training, open for 30 days
+        await apply([used("sso", at + timedelta(days=40))])  # expired by then; fires again
+        async with engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT status FROM offers WHERE rule = 'core_feature_training'"
+                            " ORDER BY issued_at"
+                        )  # fmt: skip
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        assert rows == ["expired", "issued"]
+    finally:
+        await engine.dispose()

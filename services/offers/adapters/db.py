@@ -95,6 +95,10 @@ class PostgresOfferRepository:
                     for (t, a), b in sorted(books.items())
                 ],
             )
+        # earlier offers first: one that expired at this batch's moments must leave
+        # 'issued' before a new open offer of its rule is written (one open per rule);
+        # the batch's new offers are written in their final status below
+        await self.update_statuses(changes)
         status = final_statuses(books)
         if offers:
             await self.conn.execute(
@@ -128,7 +132,6 @@ class PostgresOfferRepository:
                     for s in suppressions
                 ],
             )
-        await self.update_statuses(changes)  # new offers were written final above
 
     async def update_statuses(self, changes: list[StatusChange]) -> None:
         """Moves each offer to its new status if it may reach it from where it is."""
