@@ -42,6 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--broker-port", type=int, default=9092)
     up.add_argument("--demo-accounts", type=int, default=300)
+    up.add_argument(
+        "--history-days",
+        type=int,
+        default=200,
+        help="with --demo: days of synthetic history loaded first (0: none)",
+    )
+    up.add_argument(
+        "--history-cohort",
+        type=int,
+        default=600,
+        help="with --demo: accounts of the history that ask to cancel (the holdout's test)",
+    )
     for name, port in SERVICES.items():
         up.add_argument(f"--{name}-port", type=int, default=port)
 
@@ -439,6 +451,12 @@ class Up:
             self.postgres = EmbeddedPostgres(data_dir / "pg")
             db_url = self.postgres.start()
         env["LOYALTY_DATABASE_URL"] = db_url
+        if a.demo and a.history_days:
+            # the demo history is posted in time order (?ordered=true) before live
+            # traffic: an event-time segmenter folds it in order across partitions
+            env.setdefault(
+                "LOYALTY_SEGMENTER_CLOCK", os.environ.get("LOYALTY_SEGMENTER_CLOCK", "event")
+            )
         os.environ.update(env)
         settings = Settings()
         names = TopicNames(settings.topic_prefix)
@@ -505,9 +523,53 @@ class Up:
             time.sleep(0.3)
         return not self.stop
 
-    async def _watch(self, bootstrap: str, names: TopicNames, ingest: str, key: str) -> None:
-        from services.demo import run_demo
+    async def _demo(self, ingest: str, key: str, stop: asyncio.Event) -> None:
+        """A few months of history first (so that exposures have matured and the
+        insights have something to say), then live traffic, and an insights line
+        every minute."""
+        from datetime import UTC, datetime
 
+        from services.demo import Plant, post_history, run_demo, write_history
+
+        a = self.args
+        insights = f"http://{a.host}:{a.insights_port}"
+        if a.history_days:
+            path = a.data_dir / "demo-history.jsonl"
+            plant = Plant(
+                tenant="demo",
+                retention_points=8,
+                cohort=a.history_cohort,
+                sequence=("reports", "automations", 14, 0.4),
+                pair=("sso", "api"),
+            )
+            n = write_history(path, a.demo_accounts, a.history_days, seed=7, plant=plant)
+            print(
+                f"loading {a.history_days} days of synthetic history ({n} events) into the demo"
+                " tenant; live traffic follows",
+                flush=True,
+            )
+            await post_history(ingest, key, path, until=datetime.now(UTC))
+            print("history posted; the services are digesting it", flush=True)
+        tasks = [
+            asyncio.create_task(
+                run_demo(
+                    ingest,
+                    key,
+                    a.demo_accounts,
+                    stop=stop,
+                    prefix="live" if a.history_days else "acct",
+                )
+            ),
+            asyncio.create_task(_report_insights(insights, key, stop)),
+        ]
+        try:
+            await stop.wait()
+        finally:  # cancelled too when the watcher stops
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self, bootstrap: str, names: TopicNames, ingest: str, key: str) -> None:
         stop = asyncio.Event()
         ledger = f"http://{self.args.host}:{self.args.ledger_port}"
         tasks = [
@@ -515,9 +577,7 @@ class Up:
             asyncio.create_task(_report_ledger(ledger, ingest, key, self.redeem, stop)),
         ]
         if self.args.demo:
-            tasks.append(
-                asyncio.create_task(run_demo(ingest, key, self.args.demo_accounts, stop=stop))
-            )
+            tasks.append(asyncio.create_task(self._demo(ingest, key, stop)))
         while not self.stop:
             dead = [n for n, p in self.children.items() if p.poll() is not None]
             if dead:
@@ -618,6 +678,22 @@ class Up:
             self.broker.stop()
         if self.postgres is not None:
             self.postgres.stop()
+
+
+async def _report_insights(url: str, key: str, stop: asyncio.Event, every_s: float = 60) -> None:
+    """Prints a short insights line (best rule's lift, NRR, the members' up-sell
+    rate) every ``every_s`` seconds."""
+    from services.insights_report import from_service, one_line
+
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+        if stop.is_set():
+            return
+        try:
+            print(one_line(await from_service(url, key)), flush=True)
+        except httpx.HTTPError as exc:
+            print(f"insights: not answering ({exc})", flush=True)
 
 
 async def _report_ledger(

@@ -86,14 +86,14 @@ def _subscription_data(a: DemoAccount, renewal_date: str, status: str) -> dict[s
     }
 
 
-def make_accounts(n: int, rng: random.Random) -> list[DemoAccount]:
+def make_accounts(n: int, rng: random.Random, prefix: str = "acct") -> list[DemoAccount]:
     accounts = []
     for i in range(n):
         seats = rng.choice([5, 10, 20, 25, 40, 80, 100, 150, 250])
         annual = rng.random() < 0.3  # a third pay yearly; some renew within 60 days
         accounts.append(
             DemoAccount(
-                f"acct-{i:04d}",
+                f"{prefix}-{i:04d}",
                 seats,
                 max(1, seats * rng.randint(30, 70) // 100),
                 rng.choice([1500, 2500, 4900]),
@@ -171,9 +171,12 @@ async def run_demo(
     rate_per_s: float = 150.0,
     seed: int = 7,
     stop: asyncio.Event | None = None,
+    prefix: str = "acct",
 ) -> None:
+    """Live traffic from ``accounts`` accounts named ``{prefix}-0000`` ...; after a
+    loaded history, a prefix of their own keeps them apart from its accounts."""
     rng = random.Random(seed)
-    fleet = make_accounts(accounts, rng)
+    fleet = make_accounts(accounts, rng, prefix)
     headers = {
         "Authorization": f"Bearer {api_key}",
         "Content-Type": "application/cloudevents-batch+json",
@@ -192,12 +195,18 @@ async def run_demo(
                 pass
 
 
-async def _send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
+async def _send(
+    client: httpx.AsyncClient, events: list[dict[str, Any]], advance: Any = None
+) -> None:
+    """Posts in batches of 1,000 as a time-ordered history (``?ordered=true``), so
+    that an event-time segmenter folds them in order across partitions."""
     for start in range(0, len(events), 1000):
         chunk = events[start : start + 1000]
         for attempt in range(20):
             try:
-                resp = await client.post("/v1/events", content=json.dumps(chunk))
+                resp = await client.post(
+                    "/v1/events", content=json.dumps(chunk), params={"ordered": "true"}
+                )
             except httpx.HTTPError as exc:
                 log.warning("demo: ingest unreachable (%s)", exc)
                 await asyncio.sleep(1)
@@ -209,6 +218,34 @@ async def _send(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None
                 continue
             log.error("demo: ingest refused a batch: %s %s", resp.status_code, resp.text[:500])
             break
+        if advance is not None:
+            advance(len(chunk))
+
+
+async def post_history(ingest_url: str, api_key: str, path: Path, until: datetime) -> int:
+    """Posts a history file (``write_history``) to ingest in time order, moved in
+    time so that its last event is at ``until``; renewal dates move with it.
+    Shows a progress bar on a terminal. Returns the number of events posted."""
+    from services.progress import TerminalProgress
+
+    rows = [json.loads(line) for line in path.open()]
+    if not rows:
+        return 0
+    shift = until - datetime.fromisoformat(rows[-1]["time"])
+    for r in rows:
+        r["time"] = (datetime.fromisoformat(r["time"]) + shift).isoformat()
+        renewal = r["data"].get("renewal_date")
+        if renewal:
+            r["data"]["renewal_date"] = (date.fromisoformat(renewal) + shift).isoformat()
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/cloudevents-batch+json",
+    }
+    with TerminalProgress() as progress:
+        progress.phase("posting the demo history", len(rows))
+        async with httpx.AsyncClient(base_url=ingest_url, headers=headers, timeout=30) as client:
+            await _send(client, rows, progress.advance)
+    return len(rows)
 
 
 # ---------------------------------------------------------------- the history

@@ -194,13 +194,16 @@ def one_line(bodies: Mapping[str, Mapping[str, Any]]) -> str:
         ret = best["outcomes"]["retained"]["raw"]
         lift = f"lift {best['rule']}: retained {_interval(ret, 'proportion')} pts"
     trailing = bodies["nrr"].get("trailing_12m") or {}
-    nrr = (trailing.get("groups") or {}).get("all", {}).get("nrr")
-    months = bodies["nrr"].get("months") or []
-    if nrr is None and months:
-        nrr = months[-1]["groups"]["all"]["nrr"]
+    nrr, period = None, "trailing 12m"
+    if trailing.get("complete"):
+        nrr = trailing["groups"]["all"]["nrr"]
+    else:  # a younger history: the last complete month
+        done = [m for m in bodies["nrr"].get("months") or [] if m["complete"]]
+        if done:
+            nrr, period = done[-1]["groups"]["all"]["nrr"], str(done[-1]["start"])[:7]
     up = bodies["upsell"]["members"]
     rate = "-" if up["rate"] is None else f"{up['rate']:.1f} % ({up['band']})"
-    return f"insights: {lift}; NRR {_pct(nrr)} %; member up-sell rate {rate}"
+    return f"insights: {lift}; NRR {_pct(nrr)} % ({period}); member up-sell rate {rate}"
 
 
 async def from_history(raw: Any, path: Path, tenant: str) -> dict[str, dict[str, Any]]:

@@ -27,7 +27,7 @@ def start_up(data_dir: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
         "--broker-port",
         str(ports["broker"]),
     ]
-    for name in ("ingest", "segmenter", "offers", "ledger"):
+    for name in ("ingest", "segmenter", "offers", "ledger", "insights"):
         args += [f"--{name}-port", str(ports[name])]
     env = {
         k: v
@@ -55,14 +55,16 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float = 1
 
 
 def test_up_starts_stops_cleanly_and_restarts(tmp_path: Path) -> None:
-    ports = {n: free_port() for n in ("broker", "ingest", "segmenter", "offers", "ledger")}
+    ports = {
+        n: free_port() for n in ("broker", "ingest", "segmenter", "offers", "ledger", "insights")
+    }
     for attempt in range(2):
         proc = start_up(tmp_path / ".loyalty", ports)
         try:
             out = wait_for_line(proc, "demo tenant API key")
             assert "lk_test_fixed_key" in out
             children = psutil.Process(proc.pid).children(recursive=True)
-            assert len(children) >= 5  # broker, postgres, four services
+            assert len(children) >= 6  # broker, postgres, five services
             event = {
                 "specversion": "1.0",
                 "id": f"e-{attempt}",
