@@ -64,7 +64,7 @@ def random_facts(seed: int, accounts: int = 120) -> list[Fact]:
                     mrr,
                     "USD",
                     status,
-                )  # fmt: skip
+                )
             )
             facts.append(InvoiceFact(a, t + timedelta(hours=1), f"i{i}-{n}", mrr, "USD"))
         for n, seg in enumerate(rng.sample(["member_active", "member_new", "power_users"], 2)):
@@ -77,13 +77,17 @@ def random_facts(seed: int, accounts: int = 120) -> list[Fact]:
             holdout = rng.random() < 0.3
             oid = f"o{i}"
             rule = rng.choice(["renewal_credit", "cancel_pause"])
-            facts.append(Exposure(oid, a, rule, holdout, at, ("member_active",), "service_credit",
-                                  500, "USD"))  # fmt: skip
+            facts.append(
+                Exposure(
+                    oid, a, rule, holdout, at, ("member_active",), "service_credit", 500, "USD"
+                )
+            )
             if not holdout:
                 facts.append(CreditFact(oid, f"g{i}", "granted", at, 500, 500, "USD"))
                 if rng.random() < 0.3:
-                    facts.append(CreditFact(oid, f"x{i}", "expired", at + timedelta(days=20),
-                                            200, 0, "USD"))  # fmt: skip
+                    facts.append(
+                        CreditFact(oid, f"x{i}", "expired", at + timedelta(days=20), 200, 0, "USD")
+                    )
         for f in rng.sample(["reports", "api", "sso", "automations"], rng.randint(0, 4)):
             facts.append(Adoption(a, f, T0 + timedelta(days=rng.randint(0, 100))))
     return facts

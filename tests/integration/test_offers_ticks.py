@@ -91,7 +91,7 @@ async def test_a_rule_fires_again_in_the_batch_that_expires_its_last_offer(
                         text(
                             "SELECT status FROM offers WHERE rule = 'core_feature_training'"
                             " ORDER BY issued_at"
-                        )  # fmt: skip
+                        )
                     )
                 )
                 .scalars()

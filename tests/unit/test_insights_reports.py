@@ -24,10 +24,18 @@ FEB1 = datetime(2026, 2, 1, tzinfo=UTC)
 PROGRAM = load_insights_program({"insights": {"horizon": "60d", "min_exposures": 2}})
 
 
-def sub(account: str, at: datetime, mrr: int, seats: int, status: str = "active",
-        plan: str = "team", interval: str = "month") -> SubscriptionFact:  # fmt: skip
-    return SubscriptionFact(account, at, f"s-{account}-{at:%m%d}", plan, interval, seats, mrr,
-                            "USD", status)  # fmt: skip
+def sub(
+    account: str,
+    at: datetime,
+    mrr: int,
+    seats: int,
+    status: str = "active",
+    plan: str = "team",
+    interval: str = "month",
+) -> SubscriptionFact:
+    return SubscriptionFact(
+        account, at, f"s-{account}-{at:%m%d}", plan, interval, seats, mrr, "USD", status
+    )
 
 
 SUBS = [
@@ -83,8 +91,9 @@ def test_nrr_splits_treated_and_held_out_by_exposure_before_the_period_end() -> 
         Exposure("o2", "a2", "r", True, JAN1 + timedelta(days=4), (), "training", 0, "USD"),
         Exposure("o3", "a3", "r", False, datetime(2026, 3, 5, tzinfo=UTC), (), "x", 0, "USD"),
     ]
-    feb = next(p for p in nrr_report(SUBS, CHANGES, exposures, NOW, PROGRAM).months
-               if p.start == FEB1).groups  # fmt: skip
+    feb = next(
+        p for p in nrr_report(SUBS, CHANGES, exposures, NOW, PROGRAM).months if p.start == FEB1
+    ).groups
     assert feb["treated"].start_mrr == 10_000 and feb["treated"].nrr == 1.5
     assert feb["held_out"].start_mrr == 20_000 and feb["held_out"].nrr == 0.0
     assert feb["not_exposed"].start_mrr == 5_000 + 7_000 + 4_000  # a3's offer came in March
