@@ -192,7 +192,12 @@ def one_line(bodies: Mapping[str, Mapping[str, Any]]) -> str:
     lift = "lift: no rule with enough matured exposures yet"
     if best is not None:
         ret = best["outcomes"]["retained"]["raw"]
-        lift = f"lift {best['rule']}: retained {_interval(ret, 'proportion')} pts"
+        net = best["net_incremental_value"]
+        lift = (
+            f"{len(ok)} rules measured, best net value {best['rule']}: retained"
+            f" {_interval(ret, 'proportion')} pts, net {_money(net['estimate'], True)}"
+            f" {net['currency']} a month"
+        )
     trailing = bodies["nrr"].get("trailing_12m") or {}
     nrr, period = None, "trailing 12m"
     if trailing.get("complete"):
