@@ -159,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     bled.add_argument("--offers", type=int, default=20_000)
     bled.add_argument("--accounts", type=int, default=5_000)
     bled.add_argument("--instances", type=int, default=1)
+    bins = bsub.add_parser("insights", help="insights records/s on a demo backlog, report latency")
+    bins.add_argument("--accounts", type=int, default=1_000)
+    bins.add_argument("--days", type=int, default=180)
+    bins.add_argument("--cohort", type=int, default=1_000)
     bpip = bsub.add_parser("pipeline", help="all services at a sustained rate: latency, lag, RSS")
     bpip.add_argument("--rate", type=float, default=2_000, help="events/s posted to ingest")
     bpip.add_argument("--seconds", type=float, default=300)
@@ -236,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         from services.bench_ledger import ledger_bench_with_embedded
 
         figures = ledger_bench_with_embedded(args.offers, args.accounts, args.instances)
+        return _report(*figures, args.json)
+    if args.command == "bench" and args.bench_command == "insights":
+        from services.bench_insights import insights_bench_with_embedded
+
+        figures = insights_bench_with_embedded(args.accounts, args.days, args.cohort)
         return _report(*figures, args.json)
     if args.command == "bench" and args.bench_command == "pipeline":
         from services.bench_pipeline import pipeline_bench_with_embedded
@@ -336,7 +345,9 @@ def insights_report(args: argparse.Namespace) -> int:
 
         try:
             bodies = asyncio.run(
-                from_history(read_program(args.program), args.history, args.tenant)
+                from_history(
+                    read_program(args.program or Settings().program), args.history, args.tenant
+                )
             )
         except (ValueError, OSError, BackfillInputError) as exc:
             print(exc, file=sys.stderr)

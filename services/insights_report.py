@@ -128,7 +128,7 @@ def _upsell_lines(body: Mapping[str, Any]) -> list[str]:
 
 
 def _segment_lines(body: Mapping[str, Any]) -> list[str]:
-    lines = [f"{'segment':<22} {'size':>7} {'entered':>8} {'exited':>7}  (last month)"]
+    lines = [f"{'segment':<22} {'size':>7} {'entered':>8} {'exited':>7}  (its latest month)"]
     for s in body["segments"]:
         last = s["months"][-1] if s["months"] else {"entered": 0, "exited": 0}
         lines.append(f"{s['segment']:<22} {s['size']:>7} {last['entered']:>8} {last['exited']:>7}")

@@ -7,13 +7,15 @@ latest event time read (clock ticks move it only by rounds read on every input
 partition, as in the offers service, so that a partition's backlog is not
 overtaken by another partition's tick).
 
-**Readiness.** Once per stream day of a tenant, at its first record past midnight,
-the strong sequences (``bundles.sequences`` above the program's minimums, with
-at least ``min_accounts`` accounts that went from A to B) are computed from the
+**Readiness.** Once per stream day of a tenant, after the first batch whose
+records take its clock past midnight, the strong sequences
+(``bundles.sequences`` above the program's minimums, with at least
+``min_accounts`` accounts that went from A to B) are computed from the
 adoptions so far, and every account inside a sequence's typical delay
 (``bundles.ready_accounts``) that was never signalled for that sequence gets
-one ``bundle.ready`` on ``insights.signals``, with the day's stream time. The
-reports are identical after any replay; which day an account's signal goes out
+one ``bundle.ready`` on ``insights.signals``, stamped with that batch's stream
+time. Checked once a day, an account whose window is shorter than a day may be
+passed over. The reports are identical after any replay; which day an account's signal goes out
 depends on how far the other partitions had been read by then, as with any
 tenant-wide statistic read live."""
 

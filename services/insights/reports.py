@@ -4,6 +4,7 @@ stream time it is as of; the definitions are in ``docs/insights.md``."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -43,7 +44,7 @@ def _lift(item: lift.Lift) -> dict[str, Any]:
                 "held_out": o.held_out,
                 "raw": _diff(o.raw),
                 "cuped": _diff(o.cuped),
-                "mde": o.mde,
+                "mde": o.mde if math.isfinite(o.mde) else None,  # None: a group is empty
             }
             for o in item.outcomes
         },
@@ -97,7 +98,7 @@ async def lift_report(
                         "cuped_diff": o.cuped.diff if o.cuped else "",
                         "cuped_low": o.cuped.low if o.cuped else "",
                         "cuped_high": o.cuped.high if o.cuped else "",
-                        "mde": o.mde,
+                        "mde": o.mde if math.isfinite(o.mde) else "",
                         "cost_booked": part.cost.booked if part.cost else 0,
                         "net_value": part.net_value.estimate if part.net_value else "",
                         "net_low": part.net_value.low if part.net_value else "",
@@ -183,7 +184,10 @@ async def upsell_report(
         "by_segment": {s: _rate(c, program) for s, c in sorted(r.by_segment.items())},
         "by_month_segment": by_month_segment,
     }
-    rows: Rows = [{"month": "all", "segment": "", **_rate(r.overall, program)}]
+    rows: Rows = [
+        {"month": "all", "segment": "", **_rate(r.overall, program)},
+        {"month": "all", "segment": "(non-members)", **_rate(r.non_members, program)},
+    ]
     rows += [
         {"month": m, "segment": "", **_rate(c, program)} for m, c in sorted(r.by_month.items())
     ]

@@ -189,3 +189,21 @@ def test_pending_credits_are_beside_the_cost() -> None:
     )
     assert (costs["o1"].booked, costs["o1"].pending, costs["o1"].pending_offers) == (0, 5000, 1)
     assert (costs["o2"].booked, costs["o2"].pending) == (700, 0)
+
+
+def test_a_renewal_restating_the_subscription_is_no_transaction() -> None:
+    renewed = [*SUBS, replace(SUBS[-1], at=FEB1 + timedelta(days=2), event_id="renewal")]
+    assert upsell_report(renewed, [], CHANGES, PROGRAM).non_members.transactions == 0
+    moved = [*SUBS, replace(SUBS[-1], at=FEB1, event_id="annual", interval="year")]
+    r = upsell_report(moved, [], CHANGES, PROGRAM)  # same MRR, a year committed
+    assert (r.non_members.transactions, r.non_members.upsells) == (1, 1)
+    cheaper = [*SUBS, replace(SUBS[-1], at=FEB1, event_id="annual", interval="year", mrr=3_000)]
+    assert upsell_report(cheaper, [], CHANGES, PROGRAM).non_members.upsells == 0
+
+
+def test_a_canceled_account_keeps_no_seats() -> None:
+    t0 = JAN1 + timedelta(days=4)
+    exposures = [Exposure("o2", "a2", "r", True, t0, (), "training", 0, "USD")]
+    [r] = lift_report(exposures, SUBS, [], NOW, PROGRAM)
+    seats = next(o for o in r.outcomes if o.outcome == "seats_added")
+    assert seats.held_out == -20  # a2 canceled with its 20 seats

@@ -1,13 +1,14 @@
-"""Segment growth: each segment's entries, exits, net change and size per stream
-day and per calendar month, from daily counts of ``segment.entered`` and
-``segment.exited`` (a segment's size is the running sum of its net changes)."""
+"""Segment growth: each segment's entries, exits, net change and size per UTC day
+(of the transitions' event times) and per calendar month, from daily counts of
+``segment.entered`` and ``segment.exited`` (a segment's size is the running sum
+of its net changes)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date
 
 from services.insights.domain.facts import SegmentChange
 
@@ -41,7 +42,7 @@ def daily_counts(changes: Iterable[SegmentChange]) -> list[DayCount]:
     """What the Postgres adapter computes with one GROUP BY, in memory."""
     counts: dict[tuple[str, date], list[int]] = defaultdict(lambda: [0, 0])
     for c in changes:
-        counts[(c.segment, c.at.date())][0 if c.entered else 1] += 1
+        counts[(c.segment, c.at.astimezone(UTC).date())][0 if c.entered else 1] += 1
     return [DayCount(s, d, n[0], n[1]) for (s, d), n in sorted(counts.items())]
 
 

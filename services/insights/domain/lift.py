@@ -15,10 +15,10 @@ pre-exposure value over the H before t0 as the CUPED covariate:
   minor units a month. Covariate: MRR at t0 minus MRR kept at t0 - H.
 - ``converted_to_annual``: monthly at t0, current and yearly at t0 + H.
   Covariate: monthly at t0 - H and yearly at t0.
-- ``seats_added``: seats at t0 + H minus seats at t0. Covariate: the same over
-  the H before t0.
+- ``seats_added``: seats paid for at t0 + H minus at t0 (none when not current,
+  as with MRR). Covariate: the same over the H before t0.
 
-An exposure is **matured** once the tenant's stream time has passed t0 + H;
+An exposure is **matured** once the tenant's stream time has reached t0 + H;
 younger ones are counted as **maturing** and left out of the estimates.
 
 **Intervals** (``stats.py``): Newcombe's hybrid score interval from two Wilson
@@ -30,9 +30,13 @@ granted credit at its discount-equivalent cost, less the share of the credit tha
 expired unredeemed (breakage costs nothing). Rejected credits cost nothing;
 pending ones are reported beside the cost, not in it.
 
-**Net incremental value** = the raw incremental MRR per treated exposure times
-the number of treated exposures, minus the cost; its interval is the MRR
-difference's interval scaled the same way (the cost is known exactly)."""
+**Net incremental value** = the raw (not CUPED) incremental MRR per treated
+exposure times the number of treated exposures, minus the cost; its interval is
+the MRR difference's interval scaled the same way (the cost is known exactly).
+Mind the units: it sets one month of MRR gained (or kept) at the horizon's end
+against a one-off cost, so a positive value means the credits paid for
+themselves within a month of revenue; a month's MRR times the expected lifetime
+in months is the larger prize."""
 
 from __future__ import annotations
 
@@ -86,7 +90,8 @@ def kept_mrr(s: SubscriptionFact | None) -> int:
 
 
 def _seats(s: SubscriptionFact | None) -> int:
-    return s.seats if s is not None else 0
+    """Seats paid for: none once canceled or paused, as with MRR."""
+    return s.seats if s is not None and s.current else 0
 
 
 def _yearly(s: SubscriptionFact | None) -> bool:

@@ -15,12 +15,13 @@ months, split by membership at s and by exposure (an account with an
 the holdout draw is by account, so an account is only ever one of the two).
 
 **Up-sell rate** = up-sell transactions by members / all transactions by
-members x 100. A transaction is a paid invoice or a subscription change (any
-``billing.subscription_updated`` after the account's first), as
-``insights.transactions`` lists; an up-sell is a subscription change that
-raises MRR through a new plan, more seats or a move from monthly to annual
-(``insights.upsell``). Bands: below 15 % weak, 15-25 % healthy, above 25 %
-exceptional (``insights.upsell_bands``)."""
+members x 100. A transaction is a paid invoice or a subscription change (a
+``billing.subscription_updated`` after the account's first that changes its
+plan, interval, seats, MRR or status; a renewal restating it is not one), as
+``insights.transactions`` lists; an up-sell is a change of a current
+subscription that raises MRR through a new plan or more seats, or moves it from
+monthly to annual without lowering MRR (``insights.upsell``). Bands: below
+15 % weak, 15-25 % healthy, above 25 % exceptional (``insights.upsell_bands``)."""
 
 from __future__ import annotations
 
@@ -210,15 +211,29 @@ def band(rate: float | None, program: InsightsProgram) -> str | None:
     return "weak" if rate < low else "exceptional" if rate > high else "healthy"
 
 
+def changed(prev: SubscriptionFact, new: SubscriptionFact) -> bool:
+    """A subscription change: plan, interval, seats, MRR or status differ (a
+    renewal's restatement of the same subscription is not one)."""
+    return (prev.plan, prev.interval, prev.seats, prev.mrr, prev.status) != (
+        new.plan,
+        new.interval,
+        new.seats,
+        new.mrr,
+        new.status,
+    )
+
+
 def is_upsell(prev: SubscriptionFact, new: SubscriptionFact, program: InsightsProgram) -> bool:
-    """A change that raises MRR through the plan, the seats or a move to annual."""
-    if new.mrr <= prev.mrr:
+    """A current subscription's change that raises MRR through the plan or the
+    seats, or moves it from monthly to annual without lowering MRR (the
+    commitment grows a year's worth)."""
+    if not new.current:
         return False
     kinds = program.upsell
-    return (
-        ("plan" in kinds and new.plan != prev.plan)
-        or ("seats" in kinds and new.seats > prev.seats)
-        or ("annual" in kinds and prev.interval == "month" and new.interval == "year")
+    if "annual" in kinds and prev.interval == "month" and new.interval == "year":
+        return new.mrr >= prev.mrr
+    return new.mrr > prev.mrr and (
+        ("plan" in kinds and new.plan != prev.plan) or ("seats" in kinds and new.seats > prev.seats)
     )
 
 
@@ -247,6 +262,7 @@ def transactions(
             out += [
                 (account, new.at, is_upsell(prev, new, program))
                 for prev, new in itertools.pairwise(history)
+                if changed(prev, new)
             ]
     out.sort(key=lambda x: (x[1], x[0]))
     return out
