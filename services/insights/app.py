@@ -8,20 +8,15 @@ from fastapi import FastAPI
 
 from services.insights.api import router
 from services.insights.domain.program import InsightsProgram, load_insights_program
-from services.insights.handlers import InsightsHandler
+from services.insights.handlers import SIGNALS, InsightsHandler
 from services.runtime.batch import FaultHook
 from services.runtime.config import Settings
 from services.runtime.program_file import read_program
-from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
+from services.runtime.service import ServiceSpec, consuming_app
+from services.runtime.topics import ACCOUNT_TOPICS
 
-TOPICS = (
-    "events.product",
-    "events.billing",
-    "events.support",
-    "segments.changes",
-    "offers.decisions",
-    "credits.decisions",
-)
+TOPICS = tuple(t for t in ACCOUNT_TOPICS if t != SIGNALS)
+"""Every account topic but the one it writes."""
 
 
 def load(settings: Settings) -> InsightsProgram:
@@ -40,8 +35,4 @@ def spec(program: InsightsProgram) -> ServiceSpec:
 def create_app(settings: Settings | None = None, fault: FaultHook | None = None) -> FastAPI:
     settings = settings or Settings()
     program = load(settings)
-    runtime = ServiceRuntime(spec(program), settings, fault=fault)
-    app = base_app(runtime, title="loyalty insights")
-    app.state.program = program
-    app.include_router(router)
-    return app
+    return consuming_app(spec(program), settings, program, router, fault)

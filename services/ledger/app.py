@@ -12,7 +12,7 @@ from services.ledger.handlers import LedgerHandler
 from services.runtime.batch import FaultHook
 from services.runtime.config import Settings
 from services.runtime.program_file import read_program
-from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
+from services.runtime.service import ServiceSpec, consuming_app
 
 TOPICS = ("offers.decisions", "events.billing", "segments.changes")
 
@@ -33,8 +33,4 @@ def spec(program: LedgerProgram | None = None) -> ServiceSpec:
 def create_app(settings: Settings | None = None, fault: FaultHook | None = None) -> FastAPI:
     settings = settings or Settings()
     program = load(settings)
-    runtime = ServiceRuntime(spec(program), settings, fault=fault)
-    app = base_app(runtime, title="loyalty ledger")
-    app.state.program = program
-    app.include_router(router)
-    return app
+    return consuming_app(spec(program), settings, program, router, fault)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -208,6 +208,22 @@ def csv_response(rows: list[dict[str, Any]]) -> Response:
         writer.writeheader()
         writer.writerows(rows)
     return Response(out.getvalue(), media_type="text/csv")
+
+
+def consuming_app(
+    spec: ServiceSpec,
+    settings: Settings,
+    program: object,
+    router: APIRouter,
+    fault: FaultHook | None = None,
+) -> FastAPI:
+    """A consuming service's app: its runtime, the base routes, its compiled
+    program (``app.state.program``, for its routes) and its own routes."""
+    runtime = ServiceRuntime(spec, settings, fault=fault)
+    app = base_app(runtime, title=f"loyalty {spec.name}")
+    app.state.program = program
+    app.include_router(router)
+    return app
 
 
 def base_app(

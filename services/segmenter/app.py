@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from services.runtime.batch import FaultHook
 from services.runtime.program_file import read_program
-from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
+from services.runtime.service import ServiceSpec, consuming_app
 from services.runtime.ticks import TICKED_TOPICS
 from services.segmenter.api import router
 from services.segmenter.config import SegmenterSettings
@@ -49,8 +49,6 @@ def create_app(
     settings = settings or SegmenterSettings()
     program = load(settings)
     live = settings.segmenter_clock == "live"
-    runtime = ServiceRuntime(spec(program, wall_clock if live else None), settings, fault=fault)
-    app = base_app(runtime, title="loyalty segmenter")
-    app.state.program = program
-    app.include_router(router)
-    return app
+    return consuming_app(
+        spec(program, wall_clock if live else None), settings, program, router, fault
+    )
