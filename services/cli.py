@@ -244,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench" and args.bench_command == "insights":
         from services.bench_insights import insights_bench_with_embedded
 
-        figures = insights_bench_with_embedded(args.accounts, args.days, args.cohort)
+        try:
+            figures = insights_bench_with_embedded(args.accounts, args.days, args.cohort)
+        except ValueError as exc:  # a plant the history cannot hold (e.g. too few days)
+            print(f"loyalty bench insights: {exc}", file=sys.stderr)
+            return 2
         return _report(*figures, args.json)
     if args.command == "bench" and args.bench_command == "pipeline":
         from services.bench_pipeline import pipeline_bench_with_embedded

@@ -4,7 +4,7 @@ the segmenter, offers and insights logic in memory (``--history``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -211,30 +211,12 @@ def one_line(bodies: Mapping[str, Mapping[str, Any]]) -> str:
     return f"insights: {lift}; NRR {_pct(nrr)} % ({period}); member up-sell rate {rate}"
 
 
-async def from_history(raw: Any, path: Path, tenant: str) -> dict[str, dict[str, Any]]:
-    """The reports of a history run in memory through the segmenter, offers and
-    insights logic. There is no ledger in memory: every issued offer counts as
-    granted at its reward's cost, as if no cap or approval held it back."""
+def simulated_credits(decisions: Sequence[Event]) -> list[Event]:
+    """A ``credit.granted`` at its reward's cost for every ``offer.issued``: the
+    stand-in for the ledger where there is none (a simulation, a benchmark)."""
     from schemas.events import CreditGranted, CreditGrantedData, OfferIssued
-    from services.insights.adapters.memory import MemoryInsightsStore
-    from services.insights.domain.program import load_insights_program
-    from services.insights.handlers import process
-    from services.segmenter.backfill import read_history
-    from services.simulate import load_both, simulate
 
-    segmenter, offers = load_both(raw)
-    program = replace(load_insights_program(raw), signals=False)
-    inputs: list[Event] = []
-    decisions: list[Event] = []
-    await simulate(
-        segmenter,
-        offers,
-        read_history(path, tenant),
-        batch=5000,
-        inputs_seen=inputs,
-        decisions=decisions,
-    )
-    credits: list[Event] = [
+    return [
         CreditGranted(
             id=f"sim-credit-{d.data.offer_id}",
             source="loyalty/simulation",
@@ -253,6 +235,31 @@ async def from_history(raw: Any, path: Path, tenant: str) -> dict[str, dict[str,
         for d in decisions
         if isinstance(d, OfferIssued)
     ]
+
+
+async def from_history(raw: Any, path: Path, tenant: str) -> dict[str, dict[str, Any]]:
+    """The reports of a history run in memory through the segmenter, offers and
+    insights logic. There is no ledger in memory: every issued offer counts as
+    granted at its reward's cost, as if no cap or approval held it back."""
+    from services.insights.adapters.memory import MemoryInsightsStore
+    from services.insights.domain.program import load_insights_program
+    from services.insights.handlers import process
+    from services.segmenter.backfill import read_history
+    from services.simulate import load_both, simulate
+
+    segmenter, offers = load_both(raw)
+    program = replace(load_insights_program(raw), signals=False)
+    inputs: list[Event] = []
+    decisions: list[Event] = []
+    await simulate(
+        segmenter,
+        offers,
+        read_history(path, tenant),
+        batch=5000,
+        inputs_seen=inputs,
+        decisions=decisions,
+    )
+    credits = simulated_credits(decisions)
     store = MemoryInsightsStore()
     feed = [*inputs, *decisions, *credits]
     for start in range(0, len(feed), 5000):

@@ -8,7 +8,9 @@ partition, as in the offers service, so that a partition's backlog is not
 overtaken by another partition's tick).
 
 **Readiness.** Once per stream day of a tenant, after the first batch whose
-records take its clock past midnight, the strong sequences
+records take its clock past midnight, and again whenever the tenant's adoptions
+grew by a tenth since the last check (a backlog read at its own pace moves the
+clock to its last day long before its adoptions are all in), the strong sequences
 (``bundles.sequences`` above the program's minimums, with at least
 ``min_accounts`` accounts that went from A to B) are computed from the
 adoptions so far, and every account inside a sequence's typical delay
@@ -30,6 +32,7 @@ from datetime import UTC, datetime
 from schemas.events import BundleReady, BundleReadyData, ClockTick, ClockWatermark, Event
 from services.insights.adapters.postgres import PostgresInsightsStore
 from services.insights.domain import bundles
+from services.insights.domain.bundles import Adoption
 from services.insights.domain.facts import Fact, facts_of
 from services.insights.domain.program import InsightsProgram
 from services.insights.ports import InsightsStore
@@ -65,11 +68,14 @@ async def process(
         await store.add(tenant, facts[tenant])
     signals: list[Event] = []
     for tenant, now in sorted((await store.advance(marks)).items()):
-        if program.signals:
-            checked = await store.readiness_checked(tenant)
-            if checked is None or _day(now) > checked:
-                signals += await readiness(store, program, tenant, now)
-                await store.mark_readiness(tenant, _day(now))
+        if not program.signals:
+            continue
+        checked, seen = await store.readiness_checked(tenant)
+        adopted = any(isinstance(f, Adoption) for f in facts.get(tenant, ()))
+        count = await store.adoption_count(tenant) if adopted else seen
+        if checked is None or _day(now) > checked or count >= seen + max(1, seen // 10):
+            signals += await readiness(store, program, tenant, now)
+            await store.mark_readiness(tenant, _day(now), count)
     return signals
 
 

@@ -30,6 +30,7 @@ class _Tenant:
     adoptions: dict[tuple[str, str], Adoption] = field(default_factory=dict)
     clock: datetime | None = None
     ready_checked: datetime | None = None
+    ready_adoptions: int = 0
     signals: set[tuple[str, str]] = field(default_factory=set)
 
     def of(self, kind: type[F]) -> list[F]:
@@ -101,11 +102,16 @@ class MemoryInsightsStore:
     ) -> list[tuple[str, datetime]]:
         return bundles.ready_accounts(self.tenants[tenant].adoptions.values(), seq, now)
 
-    async def readiness_checked(self, tenant: str) -> datetime | None:
-        return self.tenants[tenant].ready_checked
+    async def adoption_count(self, tenant: str) -> int:
+        return len(self.tenants[tenant].adoptions)
 
-    async def mark_readiness(self, tenant: str, at: datetime) -> None:
-        self.tenants[tenant].ready_checked = at
+    async def readiness_checked(self, tenant: str) -> tuple[datetime | None, int]:
+        t = self.tenants[tenant]
+        return t.ready_checked, t.ready_adoptions
+
+    async def mark_readiness(self, tenant: str, at: datetime, adoptions: int) -> None:
+        t = self.tenants[tenant]
+        t.ready_checked, t.ready_adoptions = at, adoptions
 
     async def claim_signals(
         self, tenant: str, signals: Sequence[tuple[str, str]], at: datetime

@@ -170,17 +170,28 @@ class PostgresInsightsStore:
     ) -> list[tuple[str, datetime]]:
         return await bundles_sql.ready_accounts(self.conn, tenant, seq, now)
 
-    async def readiness_checked(self, tenant: str) -> datetime | None:
-        return (
-            await self.conn.execute(
-                text("SELECT ready_checked FROM clocks WHERE tenant = :t"), {"t": tenant}
-            )
-        ).scalar_one_or_none()
+    async def adoption_count(self, tenant: str) -> int:
+        return int(
+            (
+                await self.conn.execute(
+                    text("SELECT count(*) FROM adoptions WHERE tenant = :t"), {"t": tenant}
+                )
+            ).scalar_one()
+        )
 
-    async def mark_readiness(self, tenant: str, at: datetime) -> None:
+    async def readiness_checked(self, tenant: str) -> tuple[datetime | None, int]:
+        row = (
+            await self.conn.execute(
+                text("SELECT ready_checked, ready_adoptions FROM clocks WHERE tenant = :t"),
+                {"t": tenant},
+            )
+        ).one_or_none()
+        return (None, 0) if row is None else (row[0], int(row[1]))
+
+    async def mark_readiness(self, tenant: str, at: datetime, adoptions: int) -> None:
         await self.conn.execute(
-            text("UPDATE clocks SET ready_checked = :at WHERE tenant = :t"),
-            {"t": tenant, "at": at},
+            text("UPDATE clocks SET ready_checked = :at, ready_adoptions = :n WHERE tenant = :t"),
+            {"t": tenant, "at": at, "n": adoptions},
         )
 
     async def claim_signals(
