@@ -40,6 +40,7 @@ from schemas.events import (
 )
 from services.runtime.codec import encode
 from services.runtime.config import Settings
+from services.runtime.connections import Kafka, as_connection, kafka_connection
 from services.runtime.relay import make_producer
 from services.runtime.service import ServiceRuntime, ServiceSpec
 from services.runtime.topics import TopicNames, ensure_topics
@@ -149,8 +150,8 @@ def synthetic(n: int, accounts: int, tenant: str, seed: int = 11) -> list[Event]
     return out
 
 
-async def load_topic(bootstrap: str, names: TopicNames, events: list[Event]) -> None:
-    producer = make_producer(bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+async def load_topic(kafka: Kafka, names: TopicNames, events: list[Event]) -> None:
+    producer = make_producer(kafka, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
         futures = []
@@ -168,9 +169,9 @@ async def load_topic(bootstrap: str, names: TopicNames, events: list[Event]) -> 
         await producer.stop()
 
 
-async def raw_rate(bootstrap: str, topics: list[str], expected: int) -> float:
+async def raw_rate(kafka: Kafka, topics: list[str], expected: int) -> float:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **as_connection(kafka).client_kwargs(),
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 << 20,
@@ -261,12 +262,13 @@ async def run_bench(bootstrap: str, database_url: str, events: int, accounts: in
     from services.segmenter.config import SegmenterSettings
 
     settings = bench_settings(SegmenterSettings, bootstrap, database_url)
+    kafka = kafka_connection(settings)
     names = TopicNames(settings.topic_prefix)
-    await ensure_topics(bootstrap, names, settings.partitions)
+    await ensure_topics(kafka, names, settings.partitions)
     data = synthetic(events, accounts, tenant="bench")
-    await load_topic(bootstrap, names, data)
+    await load_topic(kafka, names, data)
     topics = [names.physical(t) for t in ("events.product", "events.billing")]
-    raw = await raw_rate(bootstrap, topics, events)
+    raw = await raw_rate(kafka, topics, events)
 
     async with throwaway_runtime(spec(load(settings), wall_clock), settings) as rt:
         timed = await time_consumption(rt, TOPICS, events)

@@ -37,7 +37,8 @@ from schemas.events import (
 )
 from services.bench import with_stack
 from services.runtime.batch import Inbound
-from services.runtime.db import create_engine
+from services.runtime.config import Settings
+from services.runtime.db import engine_for
 from services.segmenter.adapters.db import PostgresAccountRepository
 from services.segmenter.adapters.owned import OwnedAccountRepository
 from services.segmenter.domain import fold
@@ -151,8 +152,8 @@ async def fold_one(
     return (await process(repo, program, [item], None)).transitions
 
 
-async def stored(database_url: str, program: SegmenterProgram, tenant: str) -> Outcome:
-    engine = create_engine(database_url, "segmenter")
+async def stored(settings: Settings, program: SegmenterProgram, tenant: str) -> Outcome:
+    engine = engine_for(settings, "segmenter")
     try:
         async with engine.begin() as conn:
             repo = PostgresAccountRepository(conn)
@@ -251,7 +252,7 @@ async def run_backfill_bench(
         seconds[order] = time.perf_counter() - started
         rates[order] = report.applied / seconds[order]
         stages[order] = dict(report.stages)
-        got = await stored(settings.async_database_url(), program, tenant)
+        got = await stored(settings, program, tenant)
         equal[order] = got == expected and report.late == 0
     return BackfillBench(
         len(events), customers, days, rates, seconds, len(expected[2]), equal, stages

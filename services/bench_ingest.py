@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.bench import with_stack
 from services.runtime.config import Settings
+from services.runtime.connections import Kafka, as_connection, kafka_connection
 from services.runtime.embedded import free_port
 
 
@@ -152,15 +153,15 @@ async def run_ingest_bench(
             server.kill()
             await server.wait()
     accepted = (len(bodies) - 1 - refused) * batch
-    on_topic = await _count(bootstrap, f"{prefix}events.product", accepted + batch)
+    on_topic = await _count(kafka_connection(settings), f"{prefix}events.product", accepted + batch)
     return IngestBench(accepted, clients, batch, seconds, latencies, refused, on_topic)
 
 
-async def _count(bootstrap: str, topic: str, expected: int) -> int:
+async def _count(kafka: Kafka, topic: str, expected: int) -> int:
     """Records on the topic (read back, never ``end_offsets()``: the embedded
     broker gets it wrong), until ``expected`` or 5 s without more."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        **as_connection(kafka).client_kwargs(), group_id=None, enable_auto_commit=False
     )
     await consumer.start()
     try:

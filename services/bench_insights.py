@@ -41,6 +41,7 @@ from services.insights_report import simulated_credits
 from services.progress import TerminalProgress
 from services.runtime.codec import encode
 from services.runtime.config import Settings
+from services.runtime.connections import Kafka, kafka_connection
 from services.runtime.relay import make_producer
 from services.runtime.service import ServiceRuntime, consuming_app
 from services.runtime.topics import TopicNames, ensure_topics
@@ -67,12 +68,12 @@ def logical_topic(event_type: str) -> str:
 
 
 async def produce(
-    bootstrap: str, names: TopicNames, events: Sequence[Event], progress: TerminalProgress
+    kafka: Kafka, names: TopicNames, events: Sequence[Event], progress: TerminalProgress
 ) -> dict[tuple[str, int], int]:
     """Sends ``events`` in order with ``send_batch``, one batch per partition at a
     time (the key's partition by the default partitioner, as the relay does);
     returns the records sent per (physical topic, partition)."""
-    producer = make_producer(bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+    producer = make_producer(kafka, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     sent: Counter[tuple[str, int]] = Counter()
     try:
@@ -200,13 +201,14 @@ async def run_insights_bench(
     settings = bench_settings(Settings, bootstrap, database_url).model_copy(
         update={"tick_interval": timedelta(0)}
     )
+    kafka = kafka_connection(settings)
     names = TopicNames(settings.topic_prefix)
-    await ensure_topics(bootstrap, names, settings.partitions)
+    await ensure_topics(kafka, names, settings.partitions)
     key = await create_tenant_key(settings, TENANT)
     with progress:
         progress.phase("producing", len(feed))
         t0 = time.perf_counter()
-        produced = await produce(bootstrap, names, feed, progress)
+        produced = await produce(kafka, names, feed, progress)
         produce_s = time.perf_counter() - t0
     # the service does not share its process with a million events in production:
     # without this, full collections scanning them stretch batches and reads by seconds

@@ -21,6 +21,7 @@ from schemas import Event, Money
 from schemas.events import AccountContext, OfferIssued, OfferIssuedData, Reward
 from services.bench import bench_settings, load_topic, with_stack
 from services.runtime.config import Settings
+from services.runtime.connections import kafka_connection
 from services.runtime.service import ServiceRuntime
 from services.runtime.topics import TopicNames, ensure_topics
 
@@ -78,8 +79,9 @@ async def run_ledger_bench(
     )
     settings = bench_settings(Settings, bootstrap, database_url)
     names = TopicNames(settings.topic_prefix)
-    await ensure_topics(bootstrap, names, settings.partitions)
-    await load_topic(bootstrap, names, events)
+    kafka = kafka_connection(settings)
+    await ensure_topics(kafka, names, settings.partitions)
+    await load_topic(kafka, names, events)
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     runtimes = []
     for _ in range(instances):

@@ -21,6 +21,7 @@ from services.bench import (
     with_stack,
 )
 from services.runtime.config import Settings
+from services.runtime.connections import kafka_connection
 from services.runtime.topics import TopicNames, ensure_topics
 
 
@@ -43,8 +44,9 @@ async def run_offers_bench(
 
     settings = bench_settings(Settings, bootstrap, database_url)
     names = TopicNames(settings.topic_prefix)
-    await ensure_topics(bootstrap, names, settings.partitions)
-    await load_topic(bootstrap, names, inputs)
+    kafka = kafka_connection(settings)
+    await ensure_topics(kafka, names, settings.partitions)
+    await load_topic(kafka, names, inputs)
     async with throwaway_runtime(spec(load(settings)), settings) as rt:
         timed = await time_consumption(rt, TOPICS, len(inputs))
         async with rt.engine.connect() as conn:

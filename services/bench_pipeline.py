@@ -70,6 +70,7 @@ from services.demo import DemoAccount, make_accounts, step, subscription
 from services.offers.domain.engine import offer_id
 from services.progress import TerminalProgress
 from services.runtime.config import Settings
+from services.runtime.connections import Kafka, as_connection, kafka_connection
 from services.runtime.embedded import die_with_parent, free_port
 from services.runtime.tenants import tenant_id_for
 from services.runtime.topics import TopicNames, broker_incarnation
@@ -458,7 +459,8 @@ async def run_pipeline_bench(
     )
     names = TopicNames(prefix)
     key = await create_tenant_key(settings, name)
-    await broker_incarnation(bootstrap, names)
+    kafka = kafka_connection(settings)
+    await broker_incarnation(kafka, names)
     env = {k: v for k, v in os.environ.items() if k != "LOYALTY_PROGRAM"}  # the default program
     env.update(
         LOYALTY_KAFKA_BOOTSTRAP=bootstrap,
@@ -479,7 +481,7 @@ async def run_pipeline_bench(
             traffic = Traffic(accounts, seconds, run)
             matcher = Matcher(traffic, tenant_id_for(name))
             bench = _Load(http, services, matcher, key, rate, seconds)
-            await bench.run(bootstrap, [names.physical(t) for t in OUTPUTS])
+            await bench.run(kafka, [names.physical(t) for t in OUTPUTS])
         for s in services.values():
             s.peak_rss = max(s.peak_rss, _vm_hwm(s.proc.pid))
             s.exited = s.proc.returncode
@@ -536,9 +538,9 @@ class _Load:
         self.progress = TerminalProgress()
         self._helpers: list[asyncio.Task[None]] = []
 
-    async def run(self, bootstrap: str, outputs: list[str]) -> None:
+    async def run(self, kafka: Kafka, outputs: list[str]) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+            **as_connection(kafka).client_kwargs(), group_id=None, enable_auto_commit=False
         )
         await consumer.start()
         stop = asyncio.Event()

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.runtime.config import Settings
+from services.runtime.connections import postgres_connect_args
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +28,27 @@ RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-def create_engine(url: str, schema: str, pool_size: int = 5) -> AsyncEngine:
-    """An asyncpg engine whose connections use ``schema`` as search path."""
+def create_engine(
+    url: str, schema: str, pool_size: int = 5, *, connect_args: Mapping[str, Any] | None = None
+) -> AsyncEngine:
+    """An asyncpg engine whose connections use ``schema`` as search path;
+    ``connect_args`` go to ``asyncpg.connect`` (TLS: ``postgres_connect_args``)."""
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=5,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"search_path": schema}},
+        connect_args={**(connect_args or {}), "server_settings": {"search_path": schema}},
+    )
+
+
+def engine_for(settings: Settings, schema: str, pool_size: int = 5) -> AsyncEngine:
+    """The engine of ``schema`` as ``settings`` say: their URL and their TLS options."""
+    return create_engine(
+        settings.async_database_url(),
+        schema,
+        pool_size,
+        connect_args=postgres_connect_args(settings),
     )
 
 

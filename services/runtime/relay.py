@@ -23,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime.batch import FaultHook, headers_from_json
+from services.runtime.connections import Kafka, KafkaConnection, as_connection
 from services.runtime.errors import is_transient
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.tasks import finish_task, stop_quietly
@@ -34,12 +35,13 @@ _PARTITIONER = DefaultPartitioner()
 the partition ``send`` would pick for the same key."""
 
 
-def make_producer(bootstrap: str, **extra: Any) -> AIOKafkaProducer:
+def make_producer(kafka: Kafka, **extra: Any) -> AIOKafkaProducer:
     """The producer settings of the whole system: acks from all replicas, no
-    idempotent producer (the embedded broker lacks InitProducerId)."""
+    idempotent producer (the embedded broker lacks InitProducerId), and the
+    connection's security options."""
     options: dict[str, Any] = {"linger_ms": 2, "request_timeout_ms": 10_000, **extra}
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, **options
+        **as_connection(kafka).client_kwargs(), acks="all", enable_idempotence=False, **options
     )
 
 
@@ -50,14 +52,14 @@ class OutboxRelay:
         service: str,
         schema: str,
         engine: AsyncEngine,
-        bootstrap: str,
+        kafka: KafkaConnection,
         metrics: RuntimeMetrics,
         fault: FaultHook | None = None,
         batch_size: int = 2_000,
     ) -> None:
         self.service = service
         self.engine = engine
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.metrics = metrics
         self.fault = fault or (lambda step: None)
         self.batch_size = batch_size
@@ -81,7 +83,7 @@ class OutboxRelay:
     async def start_producer(self) -> None:
         """Connects without starting the loop (for one-shot ``publish_once`` use)."""
         # record batches of up to 256 KiB: a batch of outbox rows goes out in a few
-        self._producer = make_producer(self.bootstrap, max_batch_size=262_144)
+        self._producer = make_producer(self.kafka, max_batch_size=262_144)
         await self._producer.start()
 
     async def stop(self) -> None:

@@ -42,6 +42,7 @@ from schemas import Event
 from schemas.events import ClockTick, ClockTickData, ClockWatermark, ClockWatermarkData
 from services.runtime.batch import Inbound
 from services.runtime.codec import encode
+from services.runtime.connections import KafkaConnection
 from services.runtime.errors import is_transient
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.tasks import finish_task, stop_quietly
@@ -212,7 +213,7 @@ class Ticker:
         *,
         service: str,
         engine: AsyncEngine,
-        bootstrap: str,
+        kafka: KafkaConnection,
         names: TopicNames,
         interval: timedelta,
         metrics: RuntimeMetrics,
@@ -220,7 +221,7 @@ class Ticker:
     ) -> None:
         self.service = service
         self.engine = engine
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.names = names
         self.interval = interval
         self.metrics = metrics
@@ -244,7 +245,7 @@ class Ticker:
 
         delay = 0.5
         while not self._stopping.is_set():
-            producer = make_producer(self.bootstrap)
+            producer = make_producer(self.kafka)
             try:
                 await producer.start()
                 async with self.engine.connect() as conn:

@@ -20,6 +20,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from services.runtime.connections import Kafka, as_connection
+
 log = logging.getLogger(__name__)
 
 ACCOUNT_TOPICS = (
@@ -63,10 +65,10 @@ class TopicNames:
         return topics
 
 
-async def ensure_topics(bootstrap: str, names: TopicNames, partitions: int) -> list[str]:
+async def ensure_topics(kafka: Kafka, names: TopicNames, partitions: int) -> list[str]:
     """Creates the missing topics; returns the names it created."""
     wanted = names.all_topics(partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**as_connection(kafka).client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -81,28 +83,28 @@ async def ensure_topics(bootstrap: str, names: TopicNames, partitions: int) -> l
         await admin.close()
 
 
-async def broker_incarnation(bootstrap: str, names: TopicNames, timeout_s: float = 30) -> str:
+async def broker_incarnation(kafka: Kafka, names: TopicNames, timeout_s: float = 30) -> str:
     """The incarnation id of the current topic set, writing one if there is none."""
     tp = TopicPartition(names.physical(INCARNATION), 0)
-    first = await _first_record(bootstrap, tp, wait_s=0.5)
+    first = await _first_record(kafka, tp, wait_s=0.5)
     if first is None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False
+            **as_connection(kafka).client_kwargs(), acks="all", enable_idempotence=False
         )
         await producer.start()
         try:
             await producer.send_and_wait(tp.topic, uuid.uuid4().hex.encode(), partition=0)
         finally:
             await producer.stop()
-        first = await _first_record(bootstrap, tp, wait_s=timeout_s)
+        first = await _first_record(kafka, tp, wait_s=timeout_s)
     if first is None:
         raise RuntimeError(f"could not read the incarnation marker from {tp.topic}")
     return first
 
 
-async def _first_record(bootstrap: str, tp: TopicPartition, wait_s: float) -> str | None:
+async def _first_record(kafka: Kafka, tp: TopicPartition, wait_s: float) -> str | None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        **as_connection(kafka).client_kwargs(), enable_auto_commit=False, group_id=None
     )
     await consumer.start()
     try:

@@ -49,6 +49,7 @@ from services.runtime import offsets
 from services.runtime.admission import clock_skew_violation, record_arrival
 from services.runtime.batch import FaultHook, Handler, Inbound, UnitOfWork, keep_first_seen
 from services.runtime.codec import DecodeError, decode
+from services.runtime.connections import KafkaConnection
 from services.runtime.errors import describe_error, is_data_error, is_transient
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.tasks import finish_task, stop_quietly
@@ -105,7 +106,7 @@ class ConsumerWorker:
         *,
         service: str,
         engine: AsyncEngine,
-        bootstrap: str,
+        kafka: KafkaConnection,
         names: TopicNames,
         handlers: dict[str, Handler],
         metrics: RuntimeMetrics,
@@ -123,7 +124,7 @@ class ConsumerWorker:
             raise ValueError("max_attempts must be at least 1")
         self.service = service
         self.engine = engine
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.names = names
         self.handlers = handlers
         self.metrics = metrics
@@ -152,7 +153,7 @@ class ConsumerWorker:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.client_kwargs(),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -43,7 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
 from schemas import EVENT_ADAPTER, Event, topic_family
 from services.runtime.batch import Inbound, UnitOfWork, keep_first_seen
-from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
+from services.runtime.connections import kafka_connection
+from services.runtime.db import RUNTIME_MIGRATIONS, engine_for, migrate
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.relay import OutboxRelay
 from services.runtime.topics import TopicNames
@@ -296,7 +297,7 @@ async def backfill(
     report = BackfillReport(events=history.count)
     mark = report.timed("read and sort", started)
     names = TopicNames(settings.topic_prefix)
-    engine = create_engine(settings.async_database_url(), SCHEMA)
+    engine = engine_for(settings, SCHEMA)
     rejected: list[dict[str, Any]] = []
     try:
         await migrate(engine, SCHEMA, {"runtime": RUNTIME_MIGRATIONS, "segmenter": MIGRATIONS})
@@ -371,7 +372,7 @@ async def backfill(
                 service="segmenter-backfill",
                 schema=SCHEMA,
                 engine=engine,
-                bootstrap=settings.kafka_bootstrap,
+                kafka=kafka_connection(settings),
                 metrics=RuntimeMetrics("segmenter-backfill"),
             )
             await relay.start_producer()

@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError
 
 from schemas import Event
 from services.runtime.codec import encode
+from services.runtime.connections import Kafka
 from services.runtime.relay import make_producer
 from services.runtime.tasks import stop_quietly
 from services.runtime.ticks import partition_counts, send_to_partitions, watermark_records
@@ -25,8 +26,8 @@ class BrokerUnavailable(Exception):
 
 
 class KafkaEventPublisher:
-    def __init__(self, bootstrap: str, names: TopicNames, ack_timeout_s: float) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: Kafka, names: TopicNames, ack_timeout_s: float) -> None:
+        self.kafka = kafka
         self.names = names
         self.ack_timeout_s = ack_timeout_s
         self._producer: AIOKafkaProducer | None = None
@@ -38,9 +39,7 @@ class KafkaEventPublisher:
     async def _connect(self) -> None:
         delay = 0.2
         while True:
-            producer = make_producer(
-                self.bootstrap, request_timeout_ms=int(self.ack_timeout_s * 1000)
-            )
+            producer = make_producer(self.kafka, request_timeout_ms=int(self.ack_timeout_s * 1000))
             try:
                 await producer.start()
                 self._producer = producer
