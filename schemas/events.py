@@ -13,10 +13,21 @@ Money is integer minor units plus an ISO 4217 currency code.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+    model_validator,
+)
 
 SPECVERSION: Literal["1.0"] = "1.0"
 
@@ -32,9 +43,13 @@ class Contract(BaseModel):
 
 
 class Money(Contract):
-    """An exact amount: integer minor units (cents) and an ISO 4217 currency."""
+    """An exact amount: integer minor units (cents) and an ISO 4217 currency.
 
-    amount: int = Field(description="Integer minor units, e.g. 50000 for 500.00 USD.")
+    ``amount`` is strict on every path, lax validation included: a JSON string
+    (``"100"``), a float (``100.0``) or a boolean is refused, never coerced, so
+    that a sender's rounding or typing slip cannot become money."""
+
+    amount: int = Field(strict=True, description="Integer minor units, e.g. 50000 for 500.00 USD.")
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD.")
 
 
@@ -322,18 +337,105 @@ class BundleReadyData(Contract):
     confidence: float = Field(ge=0, le=1, description="Share of A's adopters that went on to B.")
 
 
+Scope = Literal["ingest", "read", "approve", "admin"]
+"""What a key may do: ``ingest`` posts events; ``read`` reads the APIs and
+reports; ``approve`` also decides approvals; ``admin`` does everything, keys and
+dead letters included."""
+
+
 class TenantKeyAddedData(Contract):
     """A tenant API key, stored as a SHA-256 hash; the key itself never travels."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, description="The tenant's name.")
     key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    key_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{12}$",
+        description="Names the key in lists, revocations and audits (not secret).",
+    )
+    scope: Scope = Field(default="admin", description="Keys from before scopes are admin keys.")
+    holder: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The person or system holding the key: what audits record.",
+    )
+
+
+class TenantKeyRevokedData(Contract):
+    """A key that no service accepts any more."""
+
+    key_id: str = Field(pattern=r"^[0-9a-f]{12}$")
+    key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    by: str = Field(min_length=1, max_length=200, description="Who revoked it.")
+    reason: str | None = Field(default=None, max_length=2000)
 
 
 # ---------------------------------------------------------------- events
 
 
+EXTENSION_NAME = r"^[a-z0-9]{1,20}$"
+"""The CloudEvents naming rule for attributes (lowercase a-z and 0-9); the spec
+recommends at most 20 characters, which this system requires."""
+
+MAX_EXTENSION_VALUE = 2048
+
+
+def _extension_value(value: Any) -> Any:
+    # The CloudEvents type system carried as strings, as the Kafka and HTTP binary
+    # modes carry them: a Boolean is "true"/"false", an Integer its decimal digits.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+ExtensionName = Annotated[str, Field(pattern=EXTENSION_NAME)]
+ExtensionValue = Annotated[
+    str,
+    BeforeValidator(_extension_value),
+    Field(max_length=MAX_EXTENSION_VALUE, pattern=r"^[^\x00-\x1f\x7f]*$"),
+]
+JsonMediaType = Annotated[
+    str,
+    Field(
+        max_length=200,
+        pattern=r"^(application|text)/([a-z0-9!#$&^_.\-]+\+)?json( *;[ -~]*)?$",
+        description="A JSON media type: application/json, text/json or application/*+json,"
+        " with parameters; this system carries JSON data only. Type and subtype in"
+        " lowercase (ingest lowercases them).",
+    ),
+]
+UriString = Annotated[
+    str, Field(min_length=1, max_length=2048, pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*:[!-~]*$")
+]
+
+
+def _cloudevent_json_schema(schema: dict[str, Any]) -> None:
+    # On the wire extension attributes sit beside the spec's, not in an object.
+    schema.get("properties", {}).pop("extensions", None)
+    schema["patternProperties"] = {
+        EXTENSION_NAME: {
+            "description": "An extension attribute (e.g. traceparent); carried as a string.",
+            "type": ["string", "integer", "boolean"],
+        }
+    }
+
+
 class Event(Contract):
-    """A CloudEvents 1.0 event (the attributes this system uses)."""
+    """A CloudEvents 1.0 event (the attributes this system uses).
+
+    Attributes the spec does not define are extension attributes (``traceparent``,
+    ``tracestate``, ...): validated by the spec's naming rule and kept, as strings, in
+    :attr:`extensions`; in a dump (the structured JSON form) they sit beside the
+    spec's attributes again, as CloudEvents puts them, and an unset ``dataschema``
+    is left out. ``tenant`` is the system's own extension, always set by ingest.
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_extra=_cloudevent_json_schema
+    )
 
     VERSION: ClassVar[int] = 1
 
@@ -344,8 +446,41 @@ class Event(Contract):
     subject: AccountId = Field(description="The account id.")
     time: AwareDatetime = Field(description="Event time (RFC 3339).")
     tenant: TenantId = Field(description="Extension attribute, set from the API key.")
-    datacontenttype: Literal["application/json"] = "application/json"
+    datacontenttype: JsonMediaType = "application/json"
+    dataschema: UriString | None = Field(default=None, description="The URI of data's schema.")
+    extensions: dict[ExtensionName, ExtensionValue] = Field(
+        default_factory=dict,
+        description="Extension attributes by name (read-only); beside the others on the wire.",
+    )
     data: Any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_extensions(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        # an attribute that is no field but has an extension's name is one; any other
+        # unknown key stays where it is, for extra="forbid" to refuse by its name
+        fields = cls.model_fields
+        named = [
+            k
+            for k in value
+            if k not in fields and isinstance(k, str) and re.fullmatch(EXTENSION_NAME, k)
+        ]
+        given = value.get("extensions", {})
+        if not named or not isinstance(given, dict):
+            return value
+        out = {k: v for k, v in value.items() if k not in named}
+        out["extensions"] = {**given, **{k: value[k] for k in named}}
+        return out
+
+    @model_serializer(mode="wrap")
+    def _place_extensions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        extensions = out.pop("extensions", None) or {}
+        if "dataschema" in out and out["dataschema"] is None:
+            del out["dataschema"]
+        return {**out, **extensions}
 
     @property
     def key(self) -> str:
@@ -498,6 +633,13 @@ class TenantKeyAdded(Event):
     data: TenantKeyAddedData
 
 
+class TenantKeyRevoked(Event):
+    """On the ``tenants`` topic; ``subject`` and ``tenant`` are the tenant id."""
+
+    type: Literal["tenant.key_revoked"]
+    data: TenantKeyRevokedData
+
+
 AnyEvent = Annotated[
     SubscriptionUpdated
     | InvoicePaid
@@ -525,7 +667,8 @@ AnyEvent = Annotated[
     | ClockTick
     | ClockWatermark
     | BundleReady
-    | TenantKeyAdded,
+    | TenantKeyAdded
+    | TenantKeyRevoked,
     Field(discriminator="type"),
 ]
 
@@ -562,6 +705,7 @@ CATALOG: dict[str, type[Event]] = {
         ClockWatermark,
         BundleReady,
         TenantKeyAdded,
+        TenantKeyRevoked,
     )
 }
 """Event type -> model."""

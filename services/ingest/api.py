@@ -1,16 +1,29 @@
-"""``POST /v1/events``: one CloudEvent or a batch of up to 1,000."""
+"""``POST /v1/events``: one CloudEvent or a batch of up to 1,000, in any of the
+CloudEvents HTTP content modes: structured (``application/cloudevents+json``),
+batch (``application/cloudevents-batch+json``) or binary (attributes in ``ce-*``
+headers, ``data`` the JSON body; recognised by its ``ce-specversion`` header)."""
 
 from __future__ import annotations
 
-import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.ingest.adapters.kafka import BrokerUnavailable, KafkaEventPublisher
-from services.ingest.domain import BatchTooLarge, NotAnEventList, topic_for, validate
-from services.runtime.service import TenantDep
+from services.ingest.domain import (
+    Arrival,
+    BatchTooLarge,
+    MalformedBody,
+    NotAnEventList,
+    is_json_media_type,
+    parse_body,
+    topic_for,
+    validate,
+    validate_binary,
+)
+from services.runtime.service import IngestTenantDep
 
 router = APIRouter()
 
@@ -42,6 +55,7 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     "/v1/events",
     status_code=202,
     responses={
+        400: {"description": "body not JSON, nested too deeply, or not an event / array"},
         401: {"description": "missing or unknown API key"},
         413: {"description": "body or batch too large"},
         415: {"description": "not a CloudEvents JSON content type"},
@@ -51,7 +65,7 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 )
 async def post_events(
     request: Request,
-    tenant: TenantDep,
+    tenant: IngestTenantDep,
     ordered: Annotated[
         bool,
         Query(
@@ -64,20 +78,41 @@ async def post_events(
     ] = False,
 ) -> JSONResponse:
     """Accepts events; 202 only once the broker acknowledged every one of them."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in (SINGLE, BATCH, "application/json"):
-        return _problem(415, f"unsupported content type {ctype!r}; use {SINGLE} or {BATCH}")
-    limit: int = request.app.state.settings.ingest_max_body_bytes
+    settings = request.app.state.settings
+    arrival = Arrival(now=datetime.now(UTC), max_clock_skew=settings.max_clock_skew)
+    content_type = request.headers.get("content-type", "")
+    ctype = content_type.split(";")[0].strip().lower()
+    # the HTTP binding: an application/cloudevents* type is the structured (or batch)
+    # mode whatever the headers; otherwise ce-specversion marks the binary mode
+    binary = "ce-specversion" in request.headers and not ctype.startswith("application/cloudevents")
+    if binary and not is_json_media_type(content_type):
+        return _problem(
+            415,
+            f"unsupported content type {ctype!r} for the binary content mode: data must be"
+            " JSON (application/json, text/json or application/*+json)",
+        )
+    if not binary and ctype not in (SINGLE, BATCH, "application/json"):
+        return _problem(
+            415,
+            f"unsupported content type {ctype!r}; use {SINGLE}, {BATCH}, or the binary"
+            " content mode (ce-* headers, JSON data)",
+        )
+    limit: int = settings.ingest_max_body_bytes
     body = await _read_limited(request, limit)
     if body is None:
-        return _problem(413, f"body larger than {limit} bytes")
+        return _problem(413, f"body larger than the limit of {limit} bytes", max_body_bytes=limit)
     try:
-        raw = json.loads(body)
-    except ValueError as exc:
-        return _problem(400, f"body is not JSON: {exc}")
-    batch = ctype == BATCH or (ctype == "application/json" and isinstance(raw, list))
+        raw = parse_body(body)
+    except MalformedBody as exc:
+        return _problem(400, str(exc))
     try:
-        events, errors = validate(raw, tenant, batch)
+        if binary:
+            events, errors = validate_binary(
+                request.headers.items(), content_type, raw, tenant, arrival
+            )
+        else:
+            batch = ctype == BATCH or (ctype == "application/json" and isinstance(raw, list))
+            events, errors = validate(raw, tenant, batch, arrival)
     except BatchTooLarge as exc:
         return _problem(413, str(exc))
     except NotAnEventList as exc:

@@ -22,6 +22,8 @@ Headers = list[tuple[str, bytes]]
 
 _ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "tenant")
 CONTENT_TYPE = "application/json"
+# names of the event model that are not CloudEvents attributes: never from a header
+_NOT_ATTRIBUTES = frozenset({"ce_extensions", "ce_data"})
 
 
 class DecodeError(Exception):
@@ -40,9 +42,15 @@ class KafkaMessage:
 
 
 def encode(event: Event) -> KafkaMessage:
-    """Event -> binary-mode Kafka message keyed ``{tenant}:{account}``."""
-    headers: Headers = [("content-type", CONTENT_TYPE.encode())]
+    """Event -> binary-mode Kafka message keyed ``{tenant}:{account}``.
+
+    ``datacontenttype`` travels as ``content-type``, ``dataschema`` (when set) and each
+    extension attribute as ``ce_<name>``, as the Kafka binding puts them."""
+    headers: Headers = [("content-type", event.datacontenttype.encode())]
     headers.extend((f"ce_{name}", _attr(getattr(event, name)).encode()) for name in _ATTRIBUTES)
+    if event.dataschema is not None:
+        headers.append(("ce_dataschema", event.dataschema.encode()))
+    headers.extend((f"ce_{name}", text.encode()) for name, text in event.extensions.items())
     value = to_json(event.data)
     return KafkaMessage(key=event.key.encode(), value=value, headers=headers)
 
@@ -77,12 +85,18 @@ def _attr(value: Any) -> str:
 
 
 def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> AnyEvent:
-    """Binary-mode Kafka message -> validated event, or :class:`DecodeError`."""
+    """Binary-mode Kafka message -> validated event, or :class:`DecodeError`.
+
+    A ``ce_*`` header the spec does not define is an extension attribute (the event
+    model checks its name); ``content-type``, when present, is ``datacontenttype``."""
     attrs: dict[str, Any] = {}
     for name, raw in headers:
-        if name.startswith("ce_"):
+        if name.startswith("ce_") or name == "content-type":
+            attr = name[3:] if name.startswith("ce_") else "datacontenttype"
+            if name in _NOT_ATTRIBUTES:
+                raise DecodeError(f"header {name} is not a CloudEvents attribute")
             try:
-                attrs[name[3:]] = raw.decode()
+                attrs[attr] = raw.decode()
             except UnicodeDecodeError:
                 raise DecodeError(f"header {name} is not UTF-8") from None
     missing = [a for a in _ATTRIBUTES if a not in attrs]

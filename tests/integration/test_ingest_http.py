@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -155,3 +156,167 @@ async def test_broker_down_means_503_with_retry_after_never_202(
             assert resp.headers["Retry-After"].isdigit()
     finally:
         own.stop()
+
+
+def recent(etype: str = "product.login", data: Any = None, **over: Any) -> dict[str, Any]:
+    """An event of a minute ago by this machine's clock (the server's)."""
+    at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    return event(etype, data, **{"time": at, **over})
+
+
+def money(amount: int) -> dict[str, Any]:
+    return {"amount": amount, "currency": "USD"}
+
+
+def subscription_data(mrr: int) -> dict[str, Any]:
+    return {
+        "plan": "pro",
+        "interval": "month",
+        "seats_purchased": 5,
+        "mrr": money(mrr),
+        "renewal_date": "2027-06-01",
+        "status": "active",
+    }
+
+
+async def test_hostile_input_is_refused_precisely_and_nothing_of_it_is_produced(
+    settings: Settings,
+) -> None:
+    key = await create_tenant_key(settings, "Acme")
+    limit = 1024 * 1024
+    app = create_app(ingest_settings(settings, ingest_max_body_bytes=limit))
+    auth = {"Authorization": f"Bearer {key}"}
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    # (what, content type, body, status, [(index, field)] or a phrase of the title)
+    cases: list[tuple[str, dict[str, str], bytes, int, Any]] = [
+        ("over the size limit", SINGLE, b" " * (limit + 1), 413, f"limit of {limit} bytes"),
+        ("100,000 arrays deep", BATCH, b"[" * 100_000, 400, "deeper than 16 levels"),
+        ("100,000 objects deep", SINGLE, b'{"a":' * 100_000, 400, "deeper than 16 levels"),
+        (
+            "NaN",
+            SINGLE,
+            json.dumps(recent(data={"user_id": float("nan")})).encode(),
+            400,
+            "not JSON",
+        ),
+        ("a lone surrogate", SINGLE, b'{"id": "\\ud800"}', 400, "not JSON"),
+        ("a NUL in the id", SINGLE, json.dumps(recent(id="a\x00b")).encode(), 422, [(0, "id")]),
+        (
+            "a tab in the source",
+            SINGLE,
+            json.dumps(recent(source="a\tb")).encode(),
+            422,
+            [(0, "source")],
+        ),
+        (
+            "a DEL in the subject",
+            SINGLE,
+            json.dumps(recent(subject="acct\x7f")).encode(),
+            422,
+            [(0, "subject")],
+        ),
+        (
+            "a NUL in data",
+            SINGLE,
+            json.dumps(recent(data={"user_id": "u\x00"})).encode(),
+            422,
+            [(0, "data.user_id")],
+        ),
+        ("an id too long", SINGLE, json.dumps(recent(id="x" * 201)).encode(), 422, [(0, "id")]),
+        ("an hour ahead", SINGLE, json.dumps(recent(time=future)).encode(), 422, [(0, "time")]),
+        (
+            "the year 9999",
+            SINGLE,
+            json.dumps(recent(time="9999-12-31T00:00:00Z")).encode(),
+            422,
+            [(0, "time")],
+        ),
+        (
+            "1999",
+            SINGLE,
+            json.dumps(recent(time="1999-12-31T23:59:59Z")).encode(),
+            422,
+            [(0, "time")],
+        ),
+        (
+            "negative mrr",
+            SINGLE,
+            json.dumps(recent("billing.subscription_updated", subscription_data(-100))).encode(),
+            422,
+            [(0, "data.mrr.amount")],
+        ),
+        (
+            "a bad extension name",
+            SINGLE,
+            json.dumps(recent(Trace_Id="x")).encode(),
+            422,
+            [(0, "Trace_Id")],
+        ),
+        ("a tenant", SINGLE, json.dumps(recent(tenant="other")).encode(), 422, [(0, "tenant")]),
+        (
+            "a batch with a negative invoice and credit",
+            BATCH,
+            json.dumps(
+                [
+                    recent(),
+                    recent("billing.invoice_paid", {"invoice_id": "i", "amount": money(-1)}),
+                    recent(
+                        "billing.credit_applied",
+                        {"credit_id": "c", "invoice_id": "i", "amount": money(-5)},
+                    ),
+                ]
+            ).encode(),
+            422,
+            [(1, "data.amount.amount"), (2, "data.amount.amount")],
+        ),
+    ]
+    async with running(app) as (client,):
+        await ready_client(client)
+        for what, ctype, body, status, expect in cases:
+            resp = await client.post("/v1/events", content=body, headers={**ctype, **auth})
+            assert resp.status_code == status, (what, resp.text)
+            answer = resp.json()
+            if isinstance(expect, str):
+                assert expect in answer["title"], (what, answer)
+            else:
+                assert [(e["index"], e["field"]) for e in answer["errors"]] == expect, what
+                assert all(e["reason"] for e in answer["errors"])
+
+        # the body limit holds for a chunked body (no Content-Length) too
+        async def chunks() -> Any:
+            for _ in range(limit // 65536 + 1):
+                yield b" " * 65536
+
+        resp = await client.post("/v1/events", content=chunks(), headers={**SINGLE, **auth})
+        assert resp.status_code == 413 and resp.json()["max_body_bytes"] == limit
+
+        # the binary content mode: a percent-encoded NUL in ce-id, named by its header
+        binary = {
+            "ce-specversion": "1.0",
+            "ce-id": "a%00b",
+            "ce-source": "app",
+            "ce-type": "product.login",
+            "ce-subject": "acct-1",
+            "ce-time": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+            "Content-Type": "application/json",
+        }
+        resp = await client.post(
+            "/v1/events", content=b'{"user_id": "u1"}', headers={**binary, **auth}
+        )
+        assert resp.status_code == 422, resp.text
+        assert {e["field"] for e in resp.json()["errors"]} == {"ce-id", "ce-time"}
+        resp = await client.post(
+            "/v1/events", content=b"hi", headers={**binary, **auth, "Content-Type": "text/plain"}
+        )
+        assert resp.status_code == 415 and "data must be JSON" in resp.json()["title"]
+
+        # and a valid event after all of that is accepted
+        ok = recent()
+        resp = await client.post("/v1/events", content=json.dumps(ok), headers={**SINGLE, **auth})
+        assert resp.status_code == 202, resp.text
+
+    prefix = settings.topic_prefix
+    product = await read_all(settings.kafka_bootstrap, f"{prefix}events.product", at_least=1)
+    assert [dict(r.headers)["ce_id"].decode() for r in product] == [ok["id"]]
+    billing = await read_all(settings.kafka_bootstrap, f"{prefix}events.billing", timeout_s=3)
+    assert billing == []  # nothing of the rejected batches

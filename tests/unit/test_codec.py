@@ -58,3 +58,43 @@ def test_bad_json_and_bad_data_are_reasons_not_crashes() -> None:
         decode(msg.value.replace(b'"seats_purchased":10', b'"seats_purchased":-1'), msg.headers)
     with pytest.raises(DecodeError, match="empty value"):
         decode(None, msg.headers)
+
+
+def test_extensions_and_dataschema_travel_as_ce_headers_and_come_back() -> None:
+    event = subscription().model_copy(
+        update={
+            "extensions": {"traceparent": "00-abc-01", "tracestate": "congo=t61"},
+            "dataschema": "https://example.com/subscription.json",
+            "datacontenttype": "application/json; charset=utf-8",
+        }
+    )
+    msg = encode(event)
+    headers = dict(msg.headers)
+    assert headers["ce_traceparent"] == b"00-abc-01"
+    assert headers["ce_tracestate"] == b"congo=t61"
+    assert headers["ce_dataschema"] == b"https://example.com/subscription.json"
+    assert headers["content-type"] == b"application/json; charset=utf-8"
+    assert "ce_extensions" not in headers and "ce_datacontenttype" not in headers
+    assert decode(msg.value, msg.headers) == event
+
+
+def test_an_unknown_ce_header_from_a_producer_is_an_extension() -> None:
+    msg = encode(subscription())
+    back = decode(msg.value, [*msg.headers, ("ce_partitionkey", b"a-1")])
+    assert back.extensions == {"partitionkey": "a-1"}
+    assert decode(msg.value, msg.headers).extensions == {}
+
+
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        (("ce_Bad-Name", b"x"), "Bad-Name"),
+        (("ce_traceparent", b"a\x00b"), "extensions.traceparent"),
+        (("ce_extensions", b"{}"), "not a CloudEvents attribute"),
+        (("content-type", b"text/plain"), "datacontenttype"),
+    ],
+)
+def test_bad_extension_headers_are_reasons(header: tuple[str, bytes], words: str) -> None:
+    msg = encode(subscription())
+    with pytest.raises(DecodeError, match=words):
+        decode(msg.value, [*(h for h in msg.headers if h[0] != header[0]), header])
