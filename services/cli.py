@@ -17,19 +17,28 @@ from typing import Any
 
 import httpx
 
+from schemas.events import Scope
 from services.runtime.config import Settings
+from services.runtime.connections import KafkaConnection, kafka_connection
 from services.runtime.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
+    EmbeddedUnavailable,
     die_with_parent,
     env_with,
-)
-from services.runtime.topics import TENANTS, TopicNames, broker_incarnation, ensure_topics
+)  # imports neither embedded wheel: they load when an embedded part starts
+from services.runtime.topics import TopicNames, broker_incarnation, ensure_topics
 
 log = logging.getLogger("loyalty")
 
 SERVICES = {"ingest": 8080, "segmenter": 8081, "offers": 8082, "ledger": 8083, "insights": 8084}
 APPS = {name: f"services.{name}.app:create_app" for name in SERVICES}
+DEMO_HOLDERS: dict[Scope, str] = {
+    "ingest": "demo product backend",
+    "read": "growth@demo.example",
+    "approve": "finance@demo.example",
+}
+"""The demo's keys of each narrower scope, and who holds them."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     irep.add_argument("--program", type=Path, help="with --history: the program file")
     irep.add_argument("--tenant", default="demo", help="with --history: the tenant")
     irep.add_argument("--json", action="store_true", help="the reports as one JSON object")
+
+    keys = sub.add_parser("keys", help="scoped API keys: create, list, revoke, rotate")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kcreate = ksub.add_parser("create", help="a new key, printed once")
+    kcreate.add_argument("--tenant", required=True, help="the tenant's name")
+    kcreate.add_argument("--scope", required=True, choices=["ingest", "read", "approve", "admin"])
+    kcreate.add_argument("--holder", required=True, help="who holds it: what audits record")
+    klist = ksub.add_parser("list", help="a tenant's keys (never the keys themselves)")
+    klist.add_argument("--tenant", required=True)
+    for verb in ("revoke", "rotate"):
+        kv = ksub.add_parser(verb, help=f"{verb} a key by its id (from keys list)")
+        kv.add_argument("key_id")
+        kv.add_argument("--by", help="who does it (default: $USER)")
+        kv.add_argument("--reason")
 
     topics = sub.add_parser("topics", help="Kafka topics")
     tosub = topics.add_subparsers(dest="topics_command", required=True)
@@ -183,14 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve_one(args.service, args.host, args.port or SERVICES[args.service])
     if args.command == "tenants":
-        key = asyncio.run(create_tenant_key(Settings(), args.name))
-        print(f"tenant {args.name!r} API key (shown once, store it now):\n{key}")
+        key = asyncio.run(create_tenant_key(Settings(), args.name, holder=f"{args.name} admin"))
+        print(
+            f"tenant {args.name!r} admin API key (shown once, store it now; make keys of"
+            f" narrower scopes with `loyalty keys create`):\n{key}"
+        )
         return 0
     if args.command == "topics":
         settings = Settings()
         made = asyncio.run(
             ensure_topics(
-                settings.kafka_bootstrap, TopicNames(settings.topic_prefix), settings.partitions
+                kafka_connection(settings), TopicNames(settings.topic_prefix), settings.partitions
             )
         )
         print(f"created {len(made)} topics" + (": " + ", ".join(made) if made else ""))
@@ -201,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         return offers_simulate(args.program, args.events, args.tenant)
     if args.command == "insights":
         return insights_report(args)
+    if args.command == "keys":
+        return keys_command(args)
     if args.command == "demo":
         from services.demo import Plant, write_history
 
@@ -387,25 +415,84 @@ def serve_one(service: str, host: str, port: int) -> int:
     return 0
 
 
-async def create_tenant_key(settings: Settings, name: str, key: str | None = None) -> str:
+async def create_tenant_key(
+    settings: Settings,
+    name: str,
+    key: str | None = None,
+    scope: Scope = "admin",
+    holder: str | None = None,
+) -> str:
     """Publishes a new key's hash on the tenants topic; returns the key."""
-    from services.runtime.codec import encode
-    from services.runtime.relay import make_producer
-    from services.runtime.tenants import key_added_event, new_api_key
+    from services.runtime.tenants import key_added_event, new_api_key, publish_key_event
 
-    names = TopicNames(settings.topic_prefix)
-    await ensure_topics(settings.kafka_bootstrap, names, settings.partitions)
     key = key or new_api_key()
-    msg = encode(key_added_event(name, key))
-    producer = make_producer(settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            names.physical(TENANTS), msg.value, key=msg.key, headers=msg.headers
-        )
-    finally:
-        await producer.stop()
+    event = key_added_event(name, key, scope=scope, holder=holder)
+    await publish_key_event(
+        kafka_connection(settings), TopicNames(settings.topic_prefix), settings.partitions, event
+    )
     return key
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    """``loyalty keys create|list|revoke|rotate``: operator actions on the tenants
+    stream (the broker is the authority; every service folds it)."""
+    from services.runtime.tenants import (
+        fold_keys,
+        key_added_event,
+        key_revoked_event,
+        new_api_key,
+        publish_key_event,
+        read_key_events,
+        tenant_id_for,
+    )
+
+    settings = Settings()
+    kafka = kafka_connection(settings)
+    names = TopicNames(settings.topic_prefix)
+
+    async def known() -> dict[str, Any]:
+        return fold_keys(await read_key_events(kafka, names))
+
+    async def publish(event: Any) -> None:
+        await publish_key_event(kafka, names, settings.partitions, event)
+
+    if args.keys_command == "create":
+        key = asyncio.run(create_tenant_key(settings, args.tenant, None, args.scope, args.holder))
+        print(f"{args.scope} key for {args.holder} (tenant {tenant_id_for(args.tenant)}),"
+              " shown once:")  # fmt: skip
+        print(key)
+        return 0
+    keys = asyncio.run(known())
+    if args.keys_command == "list":
+        tenant = tenant_id_for(args.tenant)
+        rows = sorted((k for k in keys.values() if k.tenant == tenant), key=lambda k: k.created_at)
+        for k in rows:
+            state = (
+                f"revoked {k.revoked_at:%Y-%m-%d %H:%M} by {k.revoked_by}"
+                if k.revoked_at
+                else "active"
+            )
+            print(f"{k.key_id}  {k.scope:<8} {k.holder:<40} {k.created_at:%Y-%m-%d %H:%M}  {state}")
+        return 0
+    found = [k for k in keys.values() if k.key_id == args.key_id]
+    if not found:
+        print(f"no key {args.key_id!r} on the tenants stream", file=sys.stderr)
+        return 1
+    (k,) = found
+    if k.revoked_at is not None:
+        print(f"key {k.key_id} was already revoked", file=sys.stderr)
+        return 1
+    by = args.by or os.environ.get("USER") or "operator"
+    if args.keys_command == "rotate":
+        new = new_api_key()
+        asyncio.run(publish(key_added_event(k.name, new, scope=k.scope, holder=k.holder)))
+        asyncio.run(publish(key_revoked_event(k.tenant, k.key_hash, by, "rotated")))
+        print(f"{k.scope} key for {k.holder} rotated; the new key, shown once:")
+        print(new)
+        return 0
+    asyncio.run(publish(key_revoked_event(k.tenant, k.key_hash, by, args.reason)))
+    print(f"revoked {k.key_id} ({k.scope}, {k.holder})")
+    return 0
 
 
 def _offer_line(ev: Any) -> str:
@@ -442,6 +529,9 @@ class Up:
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             return self._run()
+        except EmbeddedUnavailable as exc:
+            print(f"loyalty up: {exc}", file=sys.stderr)
+            return 2
         finally:
             self._shutdown()
 
@@ -475,13 +565,18 @@ class Up:
         os.environ.update(env)
         settings = Settings()
         names = TopicNames(settings.topic_prefix)
+        kafka = kafka_connection(settings)
 
         async def prepare() -> str:
-            await ensure_topics(bootstrap, names, settings.partitions)
-            await broker_incarnation(bootstrap, names)
+            await ensure_topics(kafka, names, settings.partitions)
+            await broker_incarnation(kafka, names)
             demo_key = settings.demo_api_key.get_secret_value() if settings.demo_api_key else None
-            return await create_tenant_key(settings, "demo", demo_key)
+            key = await create_tenant_key(settings, "demo", demo_key, holder="demo admin")
+            for scope, holder in DEMO_HOLDERS.items():
+                scoped[scope] = await create_tenant_key(settings, "demo", None, scope, holder)
+            return key
 
+        scoped: dict[Scope, str] = {}
         key = asyncio.run(prepare())
         for name in SERVICES:
             port = getattr(a, f"{name}_port")
@@ -511,14 +606,16 @@ class Up:
         )
         for n, url in urls.items():
             print(f"  {n:<9} {url}   ({url}/metrics)")
-        print(f"  demo tenant API key: {key}")
+        print(f"  demo tenant API key: {key}   (admin: every scope)")
+        for scope, scoped_key in scoped.items():
+            print(f"    {scope:<8} key: {scoped_key}   (held by {DEMO_HOLDERS[scope]})")
         print(
             f"\nsend an event:\n  curl -X POST {urls['ingest']}/v1/events"
             f" -H 'Authorization: Bearer {key}'"
             " -H 'Content-Type: application/cloudevents+json' -d @event.json"
         )
         print("\nCtrl-C stops everything.\n", flush=True)
-        asyncio.run(self._watch(bootstrap, names, urls["ingest"], key))
+        asyncio.run(self._watch(kafka, names, urls["ingest"], key))
         return 0
 
     def _wait_ready(self, urls: dict[str, str], timeout_s: float = 120) -> bool:
@@ -584,11 +681,13 @@ class Up:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _watch(self, bootstrap: str, names: TopicNames, ingest: str, key: str) -> None:
+    async def _watch(
+        self, kafka: KafkaConnection, names: TopicNames, ingest: str, key: str
+    ) -> None:
         stop = asyncio.Event()
         ledger = f"http://{self.args.host}:{self.args.ledger_port}"
         tasks = [
-            asyncio.create_task(self._tail_credits(bootstrap, names, stop)),
+            asyncio.create_task(self._tail_credits(kafka, names, stop)),
             asyncio.create_task(_report_ledger(ledger, ingest, key, self.redeem, stop)),
         ]
         if self.args.demo:
@@ -604,7 +703,9 @@ class Up:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _tail_credits(self, bootstrap: str, names: TopicNames, stop: asyncio.Event) -> None:
+    async def _tail_credits(
+        self, kafka: KafkaConnection, names: TopicNames, stop: asyncio.Event
+    ) -> None:
         """Shows what the system decides: the first offers of each rule with their
         explanation, the first credits, and running totals every 10 s."""
         from aiokafka import AIOKafkaConsumer
@@ -614,7 +715,7 @@ class Up:
         consumer = AIOKafkaConsumer(
             names.physical("credits.decisions"),
             names.physical("offers.decisions"),
-            bootstrap_servers=bootstrap,
+            **kafka.client_kwargs(),
             group_id=None,
             auto_offset_reset="latest",
             enable_auto_commit=False,

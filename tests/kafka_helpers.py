@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import text
 
 from schemas import Event
 from services.runtime.codec import DecodeError, decode, encode
+
+if TYPE_CHECKING:
+    from services.runtime.service import ServiceRuntime
 
 
 async def produce(
@@ -124,3 +128,62 @@ def decoded(records: Sequence[Any]) -> list[Any]:
         except DecodeError:
             pass
     return out
+
+
+async def produce_one(
+    bootstrap: str, topic: str, event: Event, *, partition: int | None = None
+) -> tuple[int, int]:
+    """Writes ``event`` with the one codec, to ``partition`` or else its key's (as
+    every producer of the system would); returns the partition and offset it got."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+    await producer.start()
+    try:
+        m = encode(event)
+        sent = await producer.send_and_wait(
+            topic, m.value, key=m.key, headers=m.headers, partition=partition
+        )
+    finally:
+        await producer.stop()
+    return sent.partition, sent.offset
+
+
+async def wait_consumed(
+    runtime: ServiceRuntime, topic: str, partition: int, offset: int, timeout_s: float = 60
+) -> None:
+    """Waits until ``runtime`` has applied the record at ``offset`` of the logical
+    ``topic``'s ``partition``, and so every record before it there: the offset it
+    stores in Postgres, in the transaction of the batch's effects, is past it.
+
+    The ground for a negative assertion. Write a marker after the records under test
+    on their partition (e.g. with :func:`produce_one`; a copy of an event the
+    consumers already applied is a no-op for them, dropped by their dedupe) and wait
+    for it: whatever those records were going to do, they have done."""
+    tp = TopicPartition(runtime.names.physical(topic), partition)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        stored = (await runtime.worker.load_offsets([tp])).get(tp, 0)
+        if stored > offset:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"{runtime.spec.name} stored offset {stored} on {tp.topic}[{partition}]"
+                f" after {timeout_s}s; waited for it to pass {offset}"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def wait_published(runtime: ServiceRuntime, timeout_s: float = 60) -> None:
+    """Waits until ``runtime``'s outbox is empty: everything its committed batches
+    queued is on the broker (the relay deletes a row only once it is acknowledged),
+    so a marker written now follows all of it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        async with runtime.engine.connect() as conn:
+            queued = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+        if queued == 0:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{runtime.spec.name}: {queued} outbox rows after {timeout_s}s")
+        await asyncio.sleep(0.1)

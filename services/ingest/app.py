@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from services.ingest.adapters.kafka import KafkaEventPublisher
 from services.ingest.api import router
 from services.ingest.config import IngestSettings
+from services.ingest.keys import router as keys_router
 from services.runtime.batch import FaultHook
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
 from services.runtime.topics import TENANTS
@@ -17,9 +18,7 @@ SPEC_NAME = "ingest"
 def create_app(settings: IngestSettings | None = None, fault: FaultHook | None = None) -> FastAPI:
     settings = settings or IngestSettings()
     runtime = ServiceRuntime(ServiceSpec(name=SPEC_NAME), settings, fault=fault)
-    publisher = KafkaEventPublisher(
-        settings.kafka_bootstrap, runtime.names, settings.ingest_ack_timeout_s
-    )
+    publisher = KafkaEventPublisher(runtime.kafka, runtime.names, settings.ingest_ack_timeout_s)
     app = base_app(
         runtime,
         title="loyalty ingest",
@@ -30,4 +29,5 @@ def create_app(settings: IngestSettings | None = None, fault: FaultHook | None =
     app.state.settings = settings
     app.state.publisher = publisher
     app.include_router(router)
+    app.include_router(keys_router)
     return app

@@ -20,17 +20,17 @@ from services.ledger.domain.settle import Approval
 from services.ledger.handlers import Books
 from services.runtime.batch import UnitOfWork
 from services.runtime.errors import is_transient
-from services.runtime.service import ServiceRuntime, TenantDep, csv_response
+from services.runtime.service import ApproverDep, ServiceRuntime, TenantDep, csv_response
 
 router = APIRouter(prefix="/v1")
 Format = Literal["json", "csv"]
 
 
 class Decision(BaseModel):
-    """An approver's decision; who it is is required, why is recorded too."""
+    """Why an approver decided so (recorded with the decision). Who decided is the
+    holder of the ``approve`` key, never a name in the body."""
 
     model_config = ConfigDict(extra="forbid")
-    actor: str = Field(min_length=1, max_length=200)
     comment: str | None = Field(default=None, max_length=2000)
 
 
@@ -104,7 +104,7 @@ async def _settle(
     tenant: str,
     approval_id: str,
     action: Literal["approve", "reject"],
-    body: Decision,
+    who: Approval,
 ) -> dict[str, Any]:
     async with runtime.engine.begin() as conn:
         repo = PostgresLedgerRepository(conn)
@@ -132,7 +132,6 @@ async def _settle(
         at = max(clock or row["offered_at"], row["offered_at"])
         uow = UnitOfWork(conn, runtime.names, runtime.spec.name)
         books = Books(uow, program)
-        who = Approval(body.actor, body.comment)
         if row["approval_expires_at"] <= at:
             books.refuse_pending(
                 row,
@@ -152,7 +151,7 @@ async def _settle(
             await uow.flush()
             status = 200
         else:
-            reason = f"rejected by {body.actor}" + (f": {body.comment}" if body.comment else "")
+            reason = f"rejected by {who.actor}" + (f": {who.comment}" if who.comment else "")
             books.refuse_pending(row, at, "reject", reason, who)
             await books.flush()
             await uow.flush()
@@ -181,13 +180,13 @@ async def _settle_with_retry(
     tenant: str,
     approval_id: str,
     action: Literal["approve", "reject"],
-    body: Decision,
+    who: Approval,
 ) -> dict[str, Any]:
     runtime = request.app.state.runtime
     for attempt in range(5):
         try:
             return await _settle(
-                runtime, request.app.state.program, tenant, approval_id, action, body
+                runtime, request.app.state.program, tenant, approval_id, action, who
             )
         except Exception as exc:  # a deadlock with a pooling batch: retry, it is rare
             if not is_transient(exc) or attempt == 4:
@@ -198,18 +197,21 @@ async def _settle_with_retry(
 
 @router.post("/approvals/{approval_id}/approve")
 async def approve(
-    approval_id: str, tenant: TenantDep, request: Request, body: Decision
+    approval_id: str, caller: ApproverDep, request: Request, body: Decision | None = None
 ) -> dict[str, Any]:
     """Re-checks every cap now, then grants (or rejects, naming the cap). A repeat
-    returns the first answer; 409 once it was settled otherwise or expired."""
-    return await _settle_with_retry(request, tenant, approval_id, "approve", body)
+    returns the first answer; 409 once it was settled otherwise or expired. The
+    audit records the key's holder as the approver."""
+    who = Approval(caller.holder, body.comment if body else None)
+    return await _settle_with_retry(request, caller.tenant, approval_id, "approve", who)
 
 
 @router.post("/approvals/{approval_id}/reject")
 async def reject(
-    approval_id: str, tenant: TenantDep, request: Request, body: Decision
+    approval_id: str, caller: ApproverDep, request: Request, body: Decision | None = None
 ) -> dict[str, Any]:
-    return await _settle_with_retry(request, tenant, approval_id, "reject", body)
+    who = Approval(caller.holder, body.comment if body else None)
+    return await _settle_with_retry(request, caller.tenant, approval_id, "reject", who)
 
 
 # ---------------------------------------------------------------- statements

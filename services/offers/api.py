@@ -13,16 +13,16 @@ from services.offers.adapters.db import PostgresOfferRepository
 from services.offers.domain.lifecycle import status_event
 from services.offers.domain.records import ALLOWED_FROM, StatusChange
 from services.runtime.batch import UnitOfWork
-from services.runtime.service import TenantDep
+from services.runtime.service import IngestDep, TenantDep
 
 router = APIRouter(prefix="/v1")
 
 
 class Answer(BaseModel):
-    """Who answers for the customer, and why (both recorded and published)."""
+    """Why (recorded and published). Who answers for the customer is the holder of
+    the key that posts it, never a name in the body."""
 
     model_config = ConfigDict(extra="forbid")
-    actor: str | None = Field(default=None, max_length=200)
     comment: str | None = Field(default=None, max_length=2000)
 
 
@@ -99,9 +99,10 @@ async def _answer(
     offer_id: str,
     status: Literal["accepted", "declined"],
     body: Answer,
+    actor: str,
 ) -> dict[str, Any]:
     runtime = request.app.state.runtime
-    change = StatusChange(tenant, offer_id, status, datetime.now(UTC), body.actor, body.comment)
+    change = StatusChange(tenant, offer_id, status, datetime.now(UTC), actor, body.comment)
     async with runtime.engine.begin() as conn:
         repo = PostgresOfferRepository(conn)
         row = await repo.offer(tenant, offer_id, lock=True)
@@ -127,27 +128,30 @@ async def _answer(
                 row["rule"],
                 status,
                 change.at,
-                body.actor,
+                actor,
                 body.comment,
             ),
         )
         await uow.flush()
     runtime.relay.wake()
-    row.update(status=status, actor=body.actor, comment=body.comment, updated_at=change.at)
+    row.update(status=status, actor=actor, comment=body.comment, updated_at=change.at)
     return {"account": row["account"], **_offer_view(row)}
 
 
 @router.post("/offers/{offer_id}/accept")
 async def accept(
-    offer_id: str, tenant: TenantDep, request: Request, body: Answer | None = None
+    offer_id: str, caller: IngestDep, request: Request, body: Answer | None = None
 ) -> dict[str, Any]:
-    """Issued → accepted. Repeating it returns the offer as first accepted."""
-    return await _answer(request, tenant, offer_id, "accepted", body or Answer())
+    """Issued → accepted, as the product reports its customer's answer (an
+    ``ingest`` key; its holder is recorded). A repeat returns the first answer."""
+    answer = body or Answer()
+    return await _answer(request, caller.tenant, offer_id, "accepted", answer, caller.holder)
 
 
 @router.post("/offers/{offer_id}/decline")
 async def decline(
-    offer_id: str, tenant: TenantDep, request: Request, body: Answer | None = None
+    offer_id: str, caller: IngestDep, request: Request, body: Answer | None = None
 ) -> dict[str, Any]:
-    """Issued → declined. Repeating it returns the offer as first declined."""
-    return await _answer(request, tenant, offer_id, "declined", body or Answer())
+    """Issued → declined (an ``ingest`` key). A repeat returns the first answer."""
+    answer = body or Answer()
+    return await _answer(request, caller.tenant, offer_id, "declined", answer, caller.holder)

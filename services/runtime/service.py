@@ -20,13 +20,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.events import Scope
 from services.runtime.batch import FaultHook, Handler
 from services.runtime.config import Settings
-from services.runtime.db import RUNTIME_MIGRATIONS, create_engine, migrate
+from services.runtime.connections import kafka_connection
+from services.runtime.db import RUNTIME_MIGRATIONS, engine_for, migrate
 from services.runtime.housekeeping import housekeeper
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.relay import OutboxRelay
-from services.runtime.tenants import TenantKeys, fold_tenant_keys
+from services.runtime.tenants import ALLOWED, Caller, TenantKeys, fold_tenant_keys
 from services.runtime.ticks import Ticker
 from services.runtime.topics import TENANTS, TopicNames, broker_incarnation, ensure_topics
 from services.runtime.worker import ConsumerWorker
@@ -58,14 +60,15 @@ class ServiceRuntime:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.metrics = RuntimeMetrics(spec.name)
-        self.engine: AsyncEngine = create_engine(settings.async_database_url(), spec.db_schema)
+        self.kafka = kafka_connection(settings)
+        self.engine: AsyncEngine = engine_for(settings, spec.db_schema)
         self.tenant_keys = TenantKeys(self.engine)
         self.fault = fault
         self.relay = OutboxRelay(
             service=spec.name,
             schema=spec.db_schema,
             engine=self.engine,
-            bootstrap=settings.kafka_bootstrap,
+            kafka=self.kafka,
             metrics=self.metrics,
             fault=fault,
         )
@@ -73,7 +76,7 @@ class ServiceRuntime:
         self.worker = ConsumerWorker(
             service=spec.name,
             engine=self.engine,
-            bootstrap=settings.kafka_bootstrap,
+            kafka=self.kafka,
             names=self.names,
             handlers=handlers,
             metrics=self.metrics,
@@ -91,7 +94,7 @@ class ServiceRuntime:
         self.ticker = Ticker(
             service=spec.name,
             engine=self.engine,
-            bootstrap=settings.kafka_bootstrap,
+            kafka=self.kafka,
             names=self.names,
             interval=settings.tick_interval,
             metrics=self.metrics,
@@ -107,9 +110,7 @@ class ServiceRuntime:
             f"{self.spec.name}: database",
         )
         await _retry(
-            lambda: ensure_topics(
-                self.settings.kafka_bootstrap, self.names, self.settings.partitions
-            ),
+            lambda: ensure_topics(self.kafka, self.names, self.settings.partitions),
             f"{self.spec.name}: broker",
         )
         await self.check_incarnation()
@@ -128,7 +129,7 @@ class ServiceRuntime:
 
     async def check_incarnation(self) -> None:
         """Drops stored offsets that belong to a topic set the broker no longer has."""
-        current = await broker_incarnation(self.settings.kafka_bootstrap, self.names)
+        current = await broker_incarnation(self.kafka, self.names)
         key = f"incarnation:{self.names.prefix}"
         async with self.engine.begin() as conn:
             stored = (
@@ -183,21 +184,56 @@ async def _retry(step: Callable[[], Awaitable[object]], what: str, attempts: int
 _bearer = HTTPBearer(auto_error=False)
 
 
-async def current_tenant(
+async def current_caller(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The tenant of the bearer API key, or 401."""
+) -> Caller:
+    """The caller of the bearer API key (any scope), or 401."""
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
         raise HTTPException(401, "missing bearer API key", headers={"WWW-Authenticate": "Bearer"})
     keys: TenantKeys = request.app.state.tenant_keys
-    tenant = await keys.tenant_for(creds.credentials)
-    if tenant is None:
-        raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
-    return tenant
+    caller = await keys.caller_for(creds.credentials)
+    if caller is None:
+        raise HTTPException(
+            401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return caller
 
 
-TenantDep = Annotated[str, Depends(current_tenant)]
+def scoped(route_scope: Scope) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the caller, if its key's scope may use a ``route_scope``
+    route; otherwise 403 saying which scope the route needs."""
+
+    async def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
+        if not caller.may(route_scope):
+            raise HTTPException(
+                403,
+                f"this needs a key with the {route_scope!r} scope (or one that includes it:"
+                f" {', '.join(sorted(ALLOWED[route_scope]))}); this key's scope is"
+                f" {caller.scope!r}",
+            )
+        return caller
+
+    return dependency
+
+
+async def _read_tenant(caller: Annotated[Caller, Depends(scoped("read"))]) -> str:
+    return caller.tenant
+
+
+TenantDep = Annotated[str, Depends(_read_tenant)]
+"""The tenant of a key that may read (``read``, ``approve`` or ``admin``)."""
+IngestDep = Annotated[Caller, Depends(scoped("ingest"))]
+
+
+async def _ingest_tenant(caller: IngestDep) -> str:
+    return caller.tenant
+
+
+IngestTenantDep = Annotated[str, Depends(_ingest_tenant)]
+"""The tenant of a key that may post events (``ingest`` or ``admin``)."""
+ApproverDep = Annotated[Caller, Depends(scoped("approve"))]
+AdminDep = Annotated[Caller, Depends(scoped("admin"))]
 
 
 def csv_response(rows: list[dict[str, Any]]) -> Response:

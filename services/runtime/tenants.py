@@ -1,9 +1,16 @@
-"""Tenant API keys.
+"""Tenant API keys: scoped, named, revocable.
 
 Keys are random 256-bit tokens shown once; only their SHA-256 travels and is
 stored (a fast hash is enough for high-entropy tokens, unlike passwords).
-``tenant.key_added`` events on the ``tenants`` topic are folded by every service
-into its own ``api_keys`` table, so no service reads another's tables.
+``tenant.key_added`` and ``tenant.key_revoked`` events on the ``tenants`` topic
+are folded by every service into its own ``api_keys`` table, so no service reads
+another's tables, and each learns a revocation from the same stream (within its
+consumer's poll plus :class:`TenantKeys`' cache of a few seconds).
+
+A key has a **scope** and a **holder**. ``ingest`` posts events; ``read`` reads
+the APIs and reports; ``approve`` reads too and decides approvals; ``admin``
+may do everything, keys and dead letters included. The holder (a person or a
+system) is what audits record as the actor.
 """
 
 from __future__ import annotations
@@ -13,14 +20,31 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from schemas.events import TenantKeyAdded, TenantKeyAddedData
+from schemas.events import (
+    Scope,
+    TenantKeyAdded,
+    TenantKeyAddedData,
+    TenantKeyRevoked,
+    TenantKeyRevokedData,
+)
 from services.runtime.batch import Inbound, UnitOfWork
+
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "approve", "admin")
+ALLOWED: dict[Scope, frozenset[Scope]] = {
+    "ingest": frozenset({"ingest", "admin"}),
+    "read": frozenset({"read", "approve", "admin"}),
+    "approve": frozenset({"approve", "admin"}),
+    "admin": frozenset({"admin"}),
+}
+"""Route scope -> the key scopes that may use it."""
 
 
 def new_api_key() -> str:
@@ -31,6 +55,11 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def key_id_of(key_hash: str) -> str:
+    """A key's public name: the first 12 hex digits of its hash."""
+    return key_hash[:12]
+
+
 def tenant_id_for(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     if not slug:
@@ -38,58 +67,242 @@ def tenant_id_for(name: str) -> str:
     return slug[:64]
 
 
-def key_added_event(name: str, key: str, now: datetime | None = None) -> TenantKeyAdded:
+def key_added_event(
+    name: str,
+    key: str,
+    now: datetime | None = None,
+    scope: Scope = "admin",
+    holder: str | None = None,
+) -> TenantKeyAdded:
     tenant = tenant_id_for(name)
+    digest = hash_key(key)
     return TenantKeyAdded(
         id=str(uuid.uuid4()),
-        source="loyalty/cli",
+        source="loyalty/keys",
         type="tenant.key_added",
         subject=tenant,
         tenant=tenant,
         time=now or datetime.now(UTC),
-        data=TenantKeyAddedData(name=name, key_hash=hash_key(key)),
+        data=TenantKeyAddedData(
+            name=name,
+            key_hash=digest,
+            key_id=key_id_of(digest),
+            scope=scope,
+            holder=holder or f"{name} ({scope} key)",
+        ),
     )
 
 
+def key_revoked_event(
+    tenant: str, key_hash: str, by: str, reason: str | None = None, now: datetime | None = None
+) -> TenantKeyRevoked:
+    return TenantKeyRevoked(
+        id=str(uuid.uuid4()),
+        source="loyalty/keys",
+        type="tenant.key_revoked",
+        subject=tenant,
+        tenant=tenant,
+        time=now or datetime.now(UTC),
+        data=TenantKeyRevokedData(
+            key_id=key_id_of(key_hash), key_hash=key_hash, by=by, reason=reason
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the ``tenants`` stream says of one key."""
+
+    key_id: str
+    key_hash: str
+    tenant: str
+    name: str
+    scope: Scope
+    holder: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+
+def fold_keys(events: Iterable[object]) -> dict[str, KeyRecord]:
+    """The keys of a ``tenants`` stream, by key hash (pure; for ``loyalty keys list``)."""
+    keys: dict[str, KeyRecord] = {}
+    for e in events:
+        if isinstance(e, TenantKeyAdded):
+            d = e.data
+            keys.setdefault(
+                d.key_hash,
+                KeyRecord(
+                    key_id_of(d.key_hash),
+                    d.key_hash,
+                    e.tenant,
+                    d.name,
+                    d.scope,
+                    d.holder or d.name,
+                    e.time,
+                ),
+            )
+        elif isinstance(e, TenantKeyRevoked):
+            found = keys.get(e.data.key_hash)
+            if found is not None and found.revoked_at is None and found.tenant == e.tenant:
+                keys[e.data.key_hash] = KeyRecord(
+                    **{**found.__dict__, "revoked_at": e.time, "revoked_by": e.data.by}
+                )
+    return keys
+
+
 async def fold_tenant_keys(uow: UnitOfWork, events: Sequence[Inbound]) -> None:
-    """Handler for the ``tenants`` topic: upsert each key hash."""
-    rows = [
-        {"h": ev.event.data.key_hash, "t": ev.event.tenant, "n": ev.event.data.name}
-        for ev in events
-        if isinstance(ev.event, TenantKeyAdded)
-    ]
-    if rows:
-        await uow.conn.execute(
-            text(
-                "INSERT INTO api_keys (key_hash, tenant, name) VALUES (:h, :t, :n)"
-                " ON CONFLICT (key_hash) DO NOTHING"
-            ),
-            rows,
-        )
+    """Handler for the ``tenants`` topic: upsert each key, mark each revocation."""
+    for ev in events:
+        e = ev.event
+        if isinstance(e, TenantKeyAdded):
+            d = e.data
+            await uow.conn.execute(
+                text(
+                    "INSERT INTO api_keys (key_hash, tenant, name, key_id, scope, holder,"
+                    " created_at) VALUES (:h, :t, :n, :id, :s, :holder, :at)"
+                    " ON CONFLICT (key_hash) DO NOTHING"
+                ),
+                {
+                    "h": d.key_hash,
+                    "t": e.tenant,
+                    "n": d.name,
+                    "id": key_id_of(d.key_hash),
+                    "s": d.scope,
+                    "holder": d.holder or d.name,
+                    "at": e.time,
+                },
+            )
+        elif isinstance(e, TenantKeyRevoked):
+            await uow.conn.execute(
+                text(
+                    "UPDATE api_keys SET revoked_at = :at, revoked_by = :by"
+                    " WHERE key_hash = :h AND tenant = :t AND revoked_at IS NULL"
+                ),
+                {"h": e.data.key_hash, "t": e.tenant, "at": e.time, "by": e.data.by},
+            )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who presents a key: its tenant, scope, holder and public id."""
+
+    tenant: str
+    scope: Scope
+    holder: str
+    key_id: str
+
+    def may(self, route_scope: Scope) -> bool:
+        return self.scope in ALLOWED[route_scope]
 
 
 class TenantKeys:
-    """Resolves a bearer key to its tenant, with a short positive cache."""
+    """Resolves a bearer key to its :class:`Caller`, with a short positive cache
+    (a revocation takes effect within ``ttl_s`` of being folded)."""
 
-    def __init__(self, engine: AsyncEngine, ttl_s: float = 10.0) -> None:
+    def __init__(self, engine: AsyncEngine, ttl_s: float = 2.0) -> None:
         self._engine = engine
         self._ttl = ttl_s
-        self._cache: dict[str, tuple[str, float]] = {}
+        self._cache: dict[str, tuple[Caller, float]] = {}
 
-    async def tenant_for(self, key: str) -> str | None:
+    async def caller_for(self, key: str) -> Caller | None:
         digest = hash_key(key)
         hit = self._cache.get(digest)
         now = time.monotonic()
         if hit and hit[1] > now:
             return hit[0]
         async with self._engine.connect() as conn:
-            tenant = (
+            row = (
                 await conn.execute(
-                    text("SELECT tenant FROM api_keys WHERE key_hash = :h"), {"h": digest}
+                    text(
+                        "SELECT tenant, scope, coalesce(holder, name) FROM api_keys"
+                        " WHERE key_hash = :h AND revoked_at IS NULL"
+                    ),
+                    {"h": digest},
                 )
-            ).scalar_one_or_none()
-        if tenant is not None:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (tenant, now + self._ttl)
-        return tenant
+            ).one_or_none()
+        if row is None:
+            self._cache.pop(digest, None)
+            return None
+        caller = Caller(row[0], row[1], row[2], key_id_of(digest))
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (caller, now + self._ttl)
+        return caller
+
+    async def tenant_for(self, key: str) -> str | None:
+        caller = await self.caller_for(key)
+        return caller.tenant if caller else None
+
+    async def keys(self, tenant: str) -> list[KeyRecord]:
+        """The tenant's keys as this service folded them, newest first."""
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT key_id, key_hash, tenant, name, scope, coalesce(holder, name),"
+                        " created_at, revoked_at, revoked_by FROM api_keys WHERE tenant = :t"
+                        " ORDER BY created_at DESC, key_hash"
+                    ),
+                    {"t": tenant},
+                )
+            ).all()
+        return [KeyRecord(r[0] or key_id_of(r[1]), r[1], *r[2:]) for r in rows]
+
+
+async def publish_key_event(
+    kafka: Any, names: Any, partitions: int, event: TenantKeyAdded | TenantKeyRevoked
+) -> None:
+    """Writes a key event on the ``tenants`` topic (creating the topics if needed)
+    and waits for the broker's acknowledgement."""
+    from services.runtime.codec import encode
+    from services.runtime.relay import make_producer
+    from services.runtime.topics import TENANTS, ensure_topics
+
+    await ensure_topics(kafka, names, partitions)
+    msg = encode(event)
+    producer = make_producer(kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            names.physical(TENANTS), msg.value, key=msg.key, headers=msg.headers
+        )
+    finally:
+        await producer.stop()
+
+
+async def read_key_events(kafka: Any, names: Any, timeout_s: float = 10.0) -> list[object]:
+    """Every key event of the ``tenants`` topic, from its start to its end (the
+    high watermark of the fetches, not the broker's ListOffsets)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from services.runtime.codec import DecodeError, decode
+    from services.runtime.connections import as_connection
+    from services.runtime.topics import TENANTS
+
+    tp = TopicPartition(names.physical(TENANTS), 0)
+    consumer = AIOKafkaConsumer(
+        **as_connection(kafka).client_kwargs(), group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    out: list[object] = []
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            batch = await consumer.getmany(tp, timeout_ms=300)
+            for rec in batch.get(tp, []):
+                try:
+                    out.append(decode(rec.value, rec.headers))
+                except DecodeError:
+                    continue
+            high = consumer.highwater(tp)
+            if high is not None and await consumer.position(tp) >= high:
+                break
+    finally:
+        await consumer.stop()
+    return out

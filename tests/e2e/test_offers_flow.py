@@ -79,7 +79,9 @@ async def test_renewal_and_seat_expansion_offers_reach_billing_except_held_out(
         seats_used(seats_account, 9),
         seats_used(held, 9),
     ]
-    key = await create_tenant_key(settings, "Acme")
+    key = await create_tenant_key(settings, "Acme", scope="read", holder="growth@acme.example")
+    cfo = await create_tenant_key(settings, "Acme", scope="approve", holder="cfo@acme.example")
+    backend = await create_tenant_key(settings, "Acme", scope="ingest", holder="acme-backend")
     seg = SegmenterSettings(**{**settings.model_dump(), "segmenter_clock": "event"})
     await produce(settings.kafka_bootstrap, f"{settings.topic_prefix}events.product", events)
     offers = offers_app(settings)
@@ -125,10 +127,13 @@ async def test_renewal_and_seat_expansion_offers_reach_billing_except_held_out(
         ledger = clients[2]
         waiting = await _get_when_authorized(ledger, "/v1/approvals", auth)
         assert [a["approval_id"] for a in waiting["approvals"]] == [renewal.offer_id]
-        approve = {"actor": "cfo@acme.example", "comment": "renewal at risk"}
-        ok = await ledger.post(
-            f"/v1/approvals/{renewal.offer_id}/approve", json=approve, headers=auth
-        )
+        approve = {"comment": "renewal at risk"}
+        path = f"/v1/approvals/{renewal.offer_id}/approve"
+        refused = await ledger.post(path, json=approve, headers=auth)  # a read key
+        assert refused.status_code == 403 and "'approve' scope" in refused.text
+        named = await ledger.post(path, json={"actor": "me"}, headers=auth)
+        assert named.status_code == 403  # scope first; the body could not name the actor
+        ok = await ledger.post(path, json=approve, headers={"Authorization": f"Bearer {cfo}"})
         assert ok.status_code == 200, ok.text
         assert ok.json()["status"] == "granted"  # caps re-checked: all had room
         credits = decoded(
@@ -154,20 +159,24 @@ async def test_renewal_and_seat_expansion_offers_reach_billing_except_held_out(
         assert offer["status"] == "issued"
         assert offer["explanation"]["facts"]["membership"] == "new"
         oid = offer["offer_id"]
-        answer = {"actor": "ops@acme.example", "comment": "customer said yes on the call"}
-        first = await client.post(f"/v1/offers/{oid}/accept", json=answer, headers=auth)
+        answer = {"comment": "customer said yes on the call"}
+        product = {"Authorization": f"Bearer {backend}"}
+        read_only = await client.post(f"/v1/offers/{oid}/accept", json=answer, headers=auth)
+        assert read_only.status_code == 403 and "'ingest' scope" in read_only.text
+        first = await client.post(f"/v1/offers/{oid}/accept", json=answer, headers=product)
         assert first.status_code == 200, first.text
         assert first.json()["status"] == "accepted"
-        again = await client.post(f"/v1/offers/{oid}/accept", json={"actor": "x"}, headers=auth)
-        assert again.status_code == 200 and again.json()["actor"] == "ops@acme.example"
-        conflict = await client.post(f"/v1/offers/{oid}/decline", headers=auth)
+        assert first.json()["actor"] == "acme-backend"  # the key's holder
+        again = await client.post(f"/v1/offers/{oid}/accept", headers=product)
+        assert again.status_code == 200 and again.json()["comment"] == answer["comment"]
+        conflict = await client.post(f"/v1/offers/{oid}/decline", headers=product)
         assert conflict.status_code == 409 and "accepted" in conflict.json()["detail"]
         held_id = by_account[held].data.offer_id
-        no = await client.post(f"/v1/offers/{held_id}/accept", headers=auth)
+        no = await client.post(f"/v1/offers/{held_id}/accept", headers=product)
         assert no.status_code == 409
-        assert (await client.post("/v1/offers/nope/accept", headers=auth)).status_code == 404
-        bad = await client.post(f"/v1/offers/{oid}/accept", json={"who": 1}, headers=auth)
-        assert bad.status_code == 422
+        assert (await client.post("/v1/offers/nope/accept", headers=product)).status_code == 404
+        bad = await client.post(f"/v1/offers/{oid}/accept", json={"actor": "x"}, headers=product)
+        assert bad.status_code == 422  # nobody names themselves in the body
 
         summary = (await client.get("/v1/offers/summary", headers=auth)).json()
         assert summary["decisions"] == 3 and summary["held_out"] == 1
@@ -180,7 +189,7 @@ async def test_renewal_and_seat_expansion_offers_reach_billing_except_held_out(
             await read_all(settings.kafka_bootstrap, decisions_topic, at_least=4, timeout_s=30)
         )
         accepted = [d for d in after if d.type == "offer.accepted"]
-        assert [(d.data.offer_id, d.data.actor) for d in accepted] == [(oid, "ops@acme.example")]
+        assert [(d.data.offer_id, d.data.actor) for d in accepted] == [(oid, "acme-backend")]
 
 
 async def _get_when_authorized(client: Any, path: str, auth: dict[str, str]) -> Any:

@@ -12,11 +12,19 @@ from sqlalchemy import text
 
 from services.cli import create_tenant_key
 from services.ingest.config import IngestSettings
+from services.runtime.codec import decode
 from services.runtime.config import Settings
 from services.segmenter.app import TOPICS as SEGMENTER_TOPICS
 from services.segmenter.config import SegmenterSettings
 from tests.apps import running, runtime_of
-from tests.kafka_helpers import decoded, produce, read_all
+from tests.kafka_helpers import (
+    decoded,
+    produce,
+    produce_one,
+    read_all,
+    wait_consumed,
+    wait_published,
+)
 from tests.ledger_harness import tick
 
 BATCH = {"Content-Type": "application/cloudevents-batch+json"}
@@ -52,6 +60,22 @@ def the_two_events() -> list[dict[str, object]]:
             "data": {"seats_used": 9},
         },
     ]
+
+
+async def mark(settings: Settings, topic: str) -> tuple[str, int, int]:
+    """Copies the last record read of the logical ``topic`` to the end of its
+    partition, as a marker its consumers drop as a repeat (the same event id); returns
+    (topic, partition, offset). Every record of this test is acct-42's: on one
+    partition of each topic, so a marker there follows all of them."""
+    physical = f"{settings.topic_prefix}{topic}"
+    last = (await read_all(settings.kafka_bootstrap, physical, at_least=1, settle_s=0))[-1]
+    partition, offset = await produce_one(
+        settings.kafka_bootstrap,
+        physical,
+        decode(last.value, last.headers),
+        partition=last.partition,
+    )
+    return topic, partition, offset
 
 
 async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
@@ -104,14 +128,28 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
         assert resp.status_code == 202
         product = f"{settings.topic_prefix}events.product"
         assert len(await read_all(settings.kafka_bootstrap, product, at_least=2)) == 2
-        seg = runtime_of(apps[1])
+        seg, offers, ledger = (runtime_of(app) for app in apps[1:])
         for _ in range(100):  # wait until the segmenter has consumed the repeats
             stored = await seg.worker.consumed(SEGMENTER_TOPICS)
             if stored >= 4:
                 break
             await asyncio.sleep(0.1)
         assert stored == 4
-        await asyncio.sleep(2)  # time for anything downstream to (wrongly) appear
+        # nor downstream: each service in turn has read past a marker written after
+        # all its upstream published (its outbox is empty), and published what it queued
+        await wait_published(seg)
+        marks = [
+            await mark(settings, "events.product"),
+            await mark(settings, "events.billing"),
+            await mark(settings, "segments.changes"),
+        ]
+        for topic, partition, offset in marks:
+            await wait_consumed(offers, topic, partition, offset)
+        await wait_published(offers)
+        marks = [*marks[1:], await mark(settings, "offers.decisions")]  # the ledger's topics
+        for topic, partition, offset in marks:
+            await wait_consumed(ledger, topic, partition, offset)
+        await wait_published(ledger)
         credits = await read_all(settings.kafka_bootstrap, credits_topic, at_least=1)
         assert len(credits) == 1
 

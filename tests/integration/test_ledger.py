@@ -15,8 +15,9 @@ from fastapi import HTTPException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ledger.api import Decision, _settle
+from services.ledger.api import _settle
 from services.ledger.domain.program import LedgerProgram, load_ledger_program
+from services.ledger.domain.settle import Approval
 from services.runtime.config import Settings
 from tests.ledger_harness import Harness, credit_applied, ledger_engine, offer_issued, tick, usd
 
@@ -118,21 +119,21 @@ async def test_an_approval_rechecks_the_caps_and_a_repeat_returns_the_first_answ
         ]
     )
     ok = await _settle(
-        harness.runtime(), harness.program, t, "big-1", "approve", Decision(actor="fin@x")
+        harness.runtime(), harness.program, t, "big-1", "approve", Approval("fin@x", None)
     )
     assert ok["status"] == "granted" and ok["answer"]["data"]["approval_id"] == "big-1"
     again = await _settle(
-        harness.runtime(), harness.program, t, "big-1", "approve", Decision(actor="fin@x")
+        harness.runtime(), harness.program, t, "big-1", "approve", Approval("fin@x", None)
     )
     assert again == ok
     with pytest.raises(HTTPException) as conflict:
-        await _settle(harness.runtime(), harness.program, t, "big-1", "reject", Decision(actor="y"))
+        await _settle(harness.runtime(), harness.program, t, "big-1", "reject", Approval("y", None))
     assert conflict.value.status_code == 409
 
     # meanwhile the liability ceiling filled up: approving now is refused by the cap
     await harness.apply([offer_issued(t, "a3", "fill", T0, value=2_400)])
     late = await _settle(
-        harness.runtime(), harness.program, t, "big-2", "approve", Decision(actor="fin@x")
+        harness.runtime(), harness.program, t, "big-2", "approve", Approval("fin@x", None)
     )
     assert late["status"] == "rejected"
     assert late["answer"]["data"]["cap"] == "liability ceiling"
@@ -164,7 +165,7 @@ async def test_pending_approvals_expire_in_stream_time(harness: Harness) -> None
     assert [e.type for e in decisions] == ["credit.pending_approval", "credit.rejected"]
     assert "nobody approved it" in decisions[-1].data.reason
     with pytest.raises(HTTPException) as conflict:
-        await _settle(harness.runtime(), harness.program, t, "big", "approve", Decision(actor="x"))
+        await _settle(harness.runtime(), harness.program, t, "big", "approve", Approval("x", None))
     assert conflict.value.status_code == 409
 
 
@@ -311,7 +312,7 @@ async def _history(url: str, ops: list[Any]) -> None:
                             t,
                             pending[0]["offer_id"],
                             action,
-                            Decision(actor="prop"),
+                            Approval("prop", None),
                         )
                     except HTTPException as exc:
                         assert exc.status_code == 409  # expired meanwhile

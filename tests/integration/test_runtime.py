@@ -19,7 +19,7 @@ from services.runtime.codec import encode
 from services.runtime.config import Settings
 from services.runtime.db import create_engine
 from services.runtime.service import ServiceRuntime, ServiceSpec
-from tests.kafka_helpers import decoded, produce, produce_raw, read_all
+from tests.kafka_helpers import decoded, produce, produce_raw, read_all, wait_published
 
 TENANT = "acme"
 
@@ -99,12 +99,14 @@ async def test_applies_each_event_once_and_publishes_through_the_outbox(
         # a producer retry: the same ids again
         await produce(settings.kafka_bootstrap, topic, events[:5])
         await wait_for(lambda: _count_at_least(rt, 20))
+        # past every record, the five repeats included, and everything published
+        await wait_for(lambda: _consumed_at_least(rt, len(events) + 5))
+        await wait_published(rt)
         echoes = decoded(
             await read_all(
                 settings.kafka_bootstrap, f"{settings.topic_prefix}segments.changes", at_least=20
             )
         )
-        await asyncio.sleep(1)
         assert sorted(await effects(rt)) == sorted(e.id for e in events)
         assert sorted(e.id for e in echoes) == sorted(f"echo-{e.id}" for e in events)
         per_account = {}
@@ -193,7 +195,7 @@ async def test_resumes_from_offsets_stored_in_postgres(
     await produce(settings.kafka_bootstrap, topic, [login(i, f"later-{i}") for i in range(5)])
     rt = await run_until_effects(settings, fixture_migrations, 15)
     try:
-        await asyncio.sleep(1)
+        await wait_for(lambda: _consumed_at_least(rt, 15))  # past the last record
         assert len(await effects(rt)) == 15
         async with rt.engine.connect() as conn:
             dupes = (await conn.execute(text("SELECT count(*) FROM processed_events"))).scalar_one()
@@ -248,7 +250,7 @@ async def test_lost_database_connections_are_retried_without_loss_or_doubling(
                     )
                 )
         await wait_for(lambda: _count_at_least(rt, 200), timeout_s=60)
-        await asyncio.sleep(1)
+        await wait_for(lambda: _consumed_at_least(rt, 200))  # past the last record
         ids = await effects(rt)
         assert len(ids) == 200 and len(set(ids)) == 200
         assert rt.worker.alive and rt.relay.alive
@@ -315,6 +317,7 @@ async def test_a_handler_that_fails_on_everything_dead_letters_nothing(
         async with rt.engine.connect() as conn:
             queued = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
         assert stored == 0 and queued == 0
+        assert rt.metrics.dead_lettered("events.product")._value.get() == 0
     finally:
         await rt.stop()
     assert await read_all(settings.kafka_bootstrap, f"{topic}.dlq", timeout_s=2) == []

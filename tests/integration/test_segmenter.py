@@ -12,12 +12,22 @@ from schemas import Event
 from services.cli import create_tenant_key
 from services.runtime.config import Settings
 from services.runtime.service import ServiceRuntime
+from services.runtime.tenants import key_added_event, new_api_key
 from services.runtime.ticks import round_ticks
+from services.runtime.topics import TENANTS
 from services.segmenter.app import TOPICS, create_app, load, spec
 from services.segmenter.config import SegmenterSettings
 from tests.apps import running, runtime_of
 from tests.conftest import SettingsFactory
-from tests.kafka_helpers import decoded, produce, produce_ticks, read_all
+from tests.kafka_helpers import (
+    decoded,
+    produce,
+    produce_one,
+    produce_ticks,
+    read_all,
+    wait_consumed,
+    wait_published,
+)
 from tests.unit.segmenter_events import at, key_action, login, subscribed
 
 
@@ -93,10 +103,18 @@ async def test_segments_move_in_stream_time_and_the_api_shows_them(settings: Set
         assert [m["account"] for m in page1["members"] + page2["members"]] == ["busy", "quiet"]
         assert (await client.get("/v1/segments/nope/members", headers=auth)).status_code == 404
         assert (await client.get("/v1/accounts/nobody", headers=auth)).status_code == 404
-        other = await create_tenant_key(local, "Other Co")
-        await asyncio.sleep(1.5)
+        # another tenant's key, once the segmenter has applied its record: known, and
+        # still shown nothing of acme's
+        other = new_api_key()
+        where = await produce_one(
+            local.kafka_bootstrap,
+            f"{local.topic_prefix}{TENANTS}",
+            key_added_event("Other Co", other),
+        )
+        await wait_consumed(runtime_of(app), TENANTS, *where)
         resp = await client.get("/v1/accounts/quiet", headers={"Authorization": f"Bearer {other}"})
         assert resp.status_code == 404  # tenant-scoped
+        await wait_published(runtime_of(app))  # every change is on the topic
 
     changes = decoded(
         await read_all(local.kafka_bootstrap, f"{local.topic_prefix}segments.changes", at_least=1)
@@ -203,6 +221,7 @@ async def test_live_mode_rolls_days_over_when_a_round_of_ticks_is_read_everywher
             await asyncio.sleep(0.1)
         assert "at_risk" in segments
         assert day == (later - timedelta(hours=1)).date().toordinal()
+        await wait_published(rt)  # every change is on the topic
     changes = decoded(
         await read_all(local.kafka_bootstrap, f"{local.topic_prefix}segments.changes", at_least=1)
     )
