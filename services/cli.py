@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -247,8 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         cohort = f" and a cohort of {plant.cohort}" if plant.cohort else ""
         print(f"{n} events for {args.accounts} accounts{cohort} over {args.days} days: {args.out}")
         return 0
+    if args.command == "bench" and importlib.util.find_spec("benchmarks") is None:
+        print(
+            "loyalty bench: the benchmarks are not part of the installed engine;"
+            " run them from a checkout (make run installs it with the embedded extra)",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "bench" and args.bench_command in ("backfill", "rollover"):
-        from services.bench_backfill import backfill_bench_with_embedded, rollover_bench
+        from benchmarks.backfill import backfill_bench_with_embedded, rollover_bench
 
         if args.bench_command == "backfill":
             result: Any = backfill_bench_with_embedded(args.purchases, args.customers, args.days)
@@ -256,21 +264,21 @@ def main(argv: list[str] | None = None) -> int:
             result = rollover_bench(args.accounts)
         return _report(result.lines(), result.json(), args.json)
     if args.command == "bench" and args.bench_command == "ingest":
-        from services.bench_ingest import ingest_bench_with_embedded
+        from benchmarks.ingest import ingest_bench_with_embedded
 
         ingest = ingest_bench_with_embedded(args.events, args.clients, args.batch)
         return _report(ingest.lines(), ingest.json(), args.json)
     if args.command == "bench" and args.bench_command == "offers":
-        from services.bench_offers import offers_bench_with_embedded
+        from benchmarks.offers import offers_bench_with_embedded
 
         return _report(*offers_bench_with_embedded(args.accounts, args.days), args.json)
     if args.command == "bench" and args.bench_command == "ledger":
-        from services.bench_ledger import ledger_bench_with_embedded
+        from benchmarks.ledger import ledger_bench_with_embedded
 
         figures = ledger_bench_with_embedded(args.offers, args.accounts, args.instances)
         return _report(*figures, args.json)
     if args.command == "bench" and args.bench_command == "insights":
-        from services.bench_insights import insights_bench_with_embedded
+        from benchmarks.insights import insights_bench_with_embedded
 
         try:
             figures = insights_bench_with_embedded(args.accounts, args.days, args.cohort)
@@ -279,12 +287,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _report(*figures, args.json)
     if args.command == "bench" and args.bench_command == "pipeline":
-        from services.bench_pipeline import pipeline_bench_with_embedded
+        from benchmarks.pipeline import pipeline_bench_with_embedded
 
         pipeline = pipeline_bench_with_embedded(args.rate, args.seconds, args.accounts)
         return _report(pipeline.lines(), pipeline.json(), args.json)
     if args.command == "bench":
-        from services.bench import bench_with_embedded
+        from benchmarks.segmenter import bench_with_embedded
 
         result = bench_with_embedded(args.events, args.accounts)
         return _report(result.lines(), result.json(), args.json)

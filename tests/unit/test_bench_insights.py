@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from benchmarks.insights import logical_topic, percentile
 from schemas import Money
 from schemas.events import AccountContext, OfferHeldOut, OfferIssued, OfferIssuedData, Reward
-from services.bench_insights import logical_topic, percentile
 from services.insights_report import simulated_credits as credits_for
 
 

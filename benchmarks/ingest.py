@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services.bench import with_stack
+from benchmarks.stack import with_stack
 from services.runtime.config import Settings
 from services.runtime.connections import Kafka, as_connection, kafka_connection
 from services.runtime.embedded import free_port

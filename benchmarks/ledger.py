@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import text
 
+from benchmarks.stack import bench_settings, load_topic, with_stack
 from schemas import Event, Money
 from schemas.events import AccountContext, OfferIssued, OfferIssuedData, Reward
-from services.bench import bench_settings, load_topic, with_stack
 from services.runtime.config import Settings
 from services.runtime.connections import kafka_connection
 from services.runtime.service import ServiceRuntime

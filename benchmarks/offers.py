@@ -12,14 +12,14 @@ from typing import Any
 
 from sqlalchemy import text
 
-from schemas import Event
-from services.bench import (
+from benchmarks.stack import (
     bench_settings,
     load_topic,
     throwaway_runtime,
     time_consumption,
     with_stack,
 )
+from schemas import Event
 from services.runtime.config import Settings
 from services.runtime.connections import kafka_connection
 from services.runtime.topics import TopicNames, ensure_topics

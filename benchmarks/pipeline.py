@@ -65,7 +65,7 @@ import psutil  # type: ignore[import-untyped]
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
-from services.bench import with_stack
+from benchmarks.stack import with_stack
 from services.demo import DemoAccount, make_accounts, step, subscription
 from services.offers.domain.engine import offer_id
 from services.progress import TerminalProgress

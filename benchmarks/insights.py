@@ -35,8 +35,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from benchmarks.stack import bench_settings, with_stack
 from schemas import Event, topic_family
-from services.bench import bench_settings, with_stack
 from services.insights_report import simulated_credits
 from services.progress import TerminalProgress
 from services.runtime.codec import encode

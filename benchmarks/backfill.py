@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from benchmarks.stack import with_stack
 from schemas import Event, Money
 from schemas.events import (
     InvoicePaid,
@@ -35,7 +36,6 @@ from schemas.events import (
     OnboardingCompleted,
     OnboardingCompletedData,
 )
-from services.bench import with_stack
 from services.runtime.batch import Inbound
 from services.runtime.config import Settings
 from services.runtime.db import engine_for
@@ -226,7 +226,7 @@ class BackfillBench:
 async def run_backfill_bench(
     bootstrap: str, database_url: str, purchases: int, customers: int, days: int
 ) -> BackfillBench:
-    from services.bench import bench_settings
+    from benchmarks.stack import bench_settings
     from services.segmenter.backfill import backfill
     from services.segmenter.config import SegmenterSettings
 
