@@ -414,12 +414,14 @@ UriString = Annotated[
 
 def _cloudevent_json_schema(schema: dict[str, Any]) -> None:
     # On the wire extension attributes sit beside the spec's, not in an object.
+    # Not patternProperties: the naming rule matches the spec's own names too, and
+    # would bind them (data would have to be a string and an object at once);
+    # additionalProperties applies to the names that are no attribute only.
     schema.get("properties", {}).pop("extensions", None)
-    schema["patternProperties"] = {
-        EXTENSION_NAME: {
-            "description": "An extension attribute (e.g. traceparent); carried as a string.",
-            "type": ["string", "integer", "boolean"],
-        }
+    schema["propertyNames"] = {"pattern": EXTENSION_NAME}
+    schema["additionalProperties"] = {
+        "description": "An extension attribute (e.g. traceparent); carried as a string.",
+        "type": ["string", "integer", "boolean"],
     }
 
 

@@ -10,9 +10,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
+from schemas.events import CATALOG, MAX_EXTENSION_VALUE, topic_family
 from services.ingest.adapters.kafka import BrokerUnavailable, KafkaEventPublisher
 from services.ingest.domain import (
+    MAX_BATCH,
+    MAX_EXTENSIONS,
     Arrival,
     BatchTooLarge,
     MalformedBody,
@@ -23,20 +27,81 @@ from services.ingest.domain import (
     validate,
     validate_binary,
 )
-from services.runtime.service import IngestTenantDep
+from services.runtime.problems import (
+    BATCH_TOO_LARGE,
+    BODY_TOO_LARGE,
+    INVALID_EVENTS,
+    UNAVAILABLE,
+    ProblemError,
+    problems,
+    unavailable_headers,
+)
+from services.runtime.service import TENANT_PROBLEMS, IngestTenantDep
 
-router = APIRouter()
+router = APIRouter(responses=TENANT_PROBLEMS)
 
 SINGLE = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
-RETRY_AFTER_S = 5
 
 
-def _problem(status: int, title: str, **extra: Any) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse(
-        {"title": title, "status": status, **extra}, status_code=status, headers=headers
-    )
+class EventsAccepted(BaseModel):
+    """Every event of the request, acknowledged by the broker."""
+
+    accepted: int = Field(ge=0, description="How many events were accepted.")
+    ids: list[str] = Field(description="Their ids, in the order posted.")
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def _posted_event_schema(model: type[Any]) -> dict[str, Any]:
+    # a producer's event: the catalog's, without the tenant (the key says it)
+    schema = _inline(model.model_json_schema())
+    schema["properties"].pop("tenant", None)
+    schema["required"] = [r for r in schema.get("required", []) if r != "tenant"]
+    schema["not"] = {"required": ["tenant"], "description": "the tenant comes from the key"}
+    # extension attributes (any other name of the CloudEvents naming rule, as the
+    # catalog's schema says), with ingest's limits
+    schema["additionalProperties"] = {
+        **schema.get("additionalProperties", {}),
+        "maxLength": MAX_EXTENSION_VALUE,
+    }
+    schema["maxProperties"] = len(schema["properties"]) + MAX_EXTENSIONS
+    return schema
+
+
+def _request_body() -> dict[str, Any]:
+    event = {
+        "oneOf": [_posted_event_schema(m) for t, m in CATALOG.items() if topic_family(t)],
+        "description": "A CloudEvent of a product.*, billing.* or support.* type"
+        " (schemas/json/ has each type's schema).",
+    }
+    batch = {"type": "array", "items": event, "maxItems": MAX_BATCH}
+    return {
+        "required": True,
+        "description": "One CloudEvent (structured mode) or an array of up to"
+        f" {MAX_BATCH} (batch mode); application/json takes either. In the binary"
+        " mode the attributes are ce-* headers and the body is the event's JSON data.",
+        "content": {
+            SINGLE: {"schema": event},
+            BATCH: {"schema": batch},
+            "application/json": {"schema": {"anyOf": [event, batch]}},
+        },
+    }
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:
@@ -54,14 +119,20 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
 @router.post(
     "/v1/events",
     status_code=202,
-    responses={
-        400: {"description": "body not JSON, nested too deeply, or not an event / array"},
-        401: {"description": "missing or unknown API key"},
-        413: {"description": "body or batch too large"},
-        415: {"description": "not a CloudEvents JSON content type"},
-        422: {"description": "invalid events (by index, field and reason) or parameters"},
-        503: {"description": "broker unavailable; retry after Retry-After seconds"},
-    },
+    response_model=EventsAccepted,
+    responses=problems(
+        {
+            400: "the body is not JSON, nests too deeply, or is not an event or an array",
+            413: "the body is over the limit (body-too-large) or the batch holds more than"
+            f" {MAX_BATCH} events (batch-too-large)",
+            415: "not a CloudEvents JSON content type (nor the binary mode with JSON data)",
+            422: "invalid events (invalid-events: errors by index, field and reason;"
+            " nothing was accepted) or parameters (invalid-request)",
+            503: "the broker did not acknowledge; retry the whole request after"
+            " Retry-After seconds (repeated ids are dropped)",
+        }
+    ),
+    openapi_extra={"requestBody": _request_body()},
 )
 async def post_events(
     request: Request,
@@ -77,7 +148,12 @@ async def post_events(
         ),
     ] = False,
 ) -> JSONResponse:
-    """Accepts events; 202 only once the broker acknowledged every one of them."""
+    """Accepts events; 202 only once the broker acknowledged every one of them.
+
+    Content modes: structured (``application/cloudevents+json``), batch
+    (``application/cloudevents-batch+json``), ``application/json`` (an event or an
+    array), or binary (``ce-specversion`` and the other attributes as ``ce-*``
+    headers, the event's data as a JSON body)."""
     settings = request.app.state.settings
     arrival = Arrival(now=datetime.now(UTC), max_clock_skew=settings.max_clock_skew)
     content_type = request.headers.get("content-type", "")
@@ -86,25 +162,30 @@ async def post_events(
     # mode whatever the headers; otherwise ce-specversion marks the binary mode
     binary = "ce-specversion" in request.headers and not ctype.startswith("application/cloudevents")
     if binary and not is_json_media_type(content_type):
-        return _problem(
+        raise ProblemError(
             415,
-            f"unsupported content type {ctype!r} for the binary content mode: data must be"
-            " JSON (application/json, text/json or application/*+json)",
+            f"unsupported content type {ctype[:100]!r} for the binary content mode: data must"
+            " be JSON (application/json, text/json or application/*+json)",
         )
     if not binary and ctype not in (SINGLE, BATCH, "application/json"):
-        return _problem(
+        raise ProblemError(
             415,
-            f"unsupported content type {ctype!r}; use {SINGLE}, {BATCH}, or the binary"
+            f"unsupported content type {ctype[:100]!r}; use {SINGLE}, {BATCH}, or the binary"
             " content mode (ce-* headers, JSON data)",
         )
     limit: int = settings.ingest_max_body_bytes
     body = await _read_limited(request, limit)
     if body is None:
-        return _problem(413, f"body larger than the limit of {limit} bytes", max_body_bytes=limit)
+        raise ProblemError(
+            413,
+            f"body larger than the limit of {limit} bytes",
+            type=BODY_TOO_LARGE,
+            max_body_bytes=limit,
+        )
     try:
         raw = parse_body(body)
     except MalformedBody as exc:
-        return _problem(400, str(exc))
+        raise ProblemError(400, str(exc)) from None
     try:
         if binary:
             events, errors = validate_binary(
@@ -114,13 +195,18 @@ async def post_events(
             batch = ctype == BATCH or (ctype == "application/json" and isinstance(raw, list))
             events, errors = validate(raw, tenant, batch, arrival)
     except BatchTooLarge as exc:
-        return _problem(413, str(exc))
+        raise ProblemError(
+            413, str(exc), type=BATCH_TOO_LARGE, max_batch_events=MAX_BATCH
+        ) from None
     except NotAnEventList as exc:
-        return _problem(400, str(exc))
+        raise ProblemError(400, str(exc)) from None
     if errors:
-        return _problem(
+        first = errors[0]
+        raise ProblemError(
             422,
-            "invalid events; nothing was accepted",
+            f"{len(errors)} error(s) in the events, nothing was accepted; the first: event"
+            f" {first.index}, {first.field}: {first.reason}",
+            type=INVALID_EVENTS,
             errors=[{"index": e.index, "field": e.field, "reason": e.reason} for e in errors],
         )
     publisher: KafkaEventPublisher = request.app.state.publisher
@@ -131,9 +217,12 @@ async def post_events(
         if ordered and events:
             await publisher.publish_watermark(tenant, max(e.time for e in events))
     except BrokerUnavailable as exc:
-        return _problem(
+        raise ProblemError(
             503,
             f"broker unavailable: {exc}; nothing may have been accepted,"
             " retry the whole request (duplicates are dropped by id)",
-        )
-    return JSONResponse({"accepted": len(events), "ids": [e.id for e in events]}, status_code=202)
+            type=UNAVAILABLE,
+            headers=unavailable_headers(),
+        ) from None
+    accepted = EventsAccepted(accepted=len(events), ids=[e.id for e in events])
+    return JSONResponse(accepted.model_dump(), status_code=202)

@@ -4,14 +4,21 @@ tenant's keys. Ingest holds the producer, so it writes the key events to the
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import Scope, TenantKeyAdded, TenantKeyRevoked
 from services.runtime.connections import kafka_connection
-from services.runtime.service import AdminDep, ServiceRuntime
+from services.runtime.problems import problems
+from services.runtime.service import (
+    TENANT_PROBLEMS,
+    AdminDep,
+    PlainText,
+    ServiceRuntime,
+)
 from services.runtime.tenants import (
     KeyRecord,
     key_added_event,
@@ -20,7 +27,17 @@ from services.runtime.tenants import (
     publish_key_event,
 )
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=TENANT_PROBLEMS)
+
+KeyId = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{12}$", description="A key's public id (12 hex digits).")
+]
+_FOUND = problems(
+    {
+        404: "no key of this id in the tenant",
+        409: "the key was already revoked",
+    }
+)
 
 
 class KeyCreate(BaseModel):
@@ -28,23 +45,61 @@ class KeyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     scope: Scope
-    holder: str = Field(min_length=1, max_length=200)
+    holder: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Who holds it (a person or a system): what audits record.",
+    )
 
 
 class KeyRevoke(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: PlainText | None = None
 
 
-def _public(k: KeyRecord) -> dict[str, Any]:
-    return {
-        "key_id": k.key_id,
-        "scope": k.scope,
-        "holder": k.holder,
-        "created_at": k.created_at,
-        "revoked_at": k.revoked_at,
-        "revoked_by": k.revoked_by,
-    }
+class KeyPublic(BaseModel):
+    """A key as listed: never the key itself."""
+
+    key_id: str
+    scope: Scope
+    holder: str
+    created_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+
+class KeyList(BaseModel):
+    keys: list[KeyPublic] = Field(description="Newest first.")
+
+
+class KeyCreated(BaseModel):
+    """A new key, shown this once (only its hash is kept)."""
+
+    key: str
+    key_id: str
+    scope: Scope
+    holder: str
+
+
+class KeyRotated(KeyCreated):
+    replaces: str = Field(description="The id of the key it replaces (now revoked).")
+
+
+class KeyRevocation(BaseModel):
+    key_id: str
+    revoked_by: str = Field(description="The holder of the admin key that revoked it.")
+
+
+def _public(k: KeyRecord) -> KeyPublic:
+    return KeyPublic(
+        key_id=k.key_id,
+        scope=k.scope,
+        holder=k.holder,
+        created_at=k.created_at,
+        revoked_at=k.revoked_at,
+        revoked_by=k.revoked_by,
+    )
 
 
 async def _publish(request: Request, event: TenantKeyAdded | TenantKeyRevoked) -> None:
@@ -63,33 +118,35 @@ async def _find(request: Request, tenant: str, key_id: str) -> KeyRecord:
 
 
 @router.get("")
-async def list_keys(caller: AdminDep, request: Request) -> dict[str, Any]:
+async def list_keys(caller: AdminDep, request: Request) -> KeyList:
     """The tenant's keys (never the keys themselves), newest first."""
-    return {"keys": [_public(k) for k in await request.app.state.tenant_keys.keys(caller.tenant)]}
+    return KeyList(
+        keys=[_public(k) for k in await request.app.state.tenant_keys.keys(caller.tenant)]
+    )
 
 
 @router.post("", status_code=201)
-async def create_key(caller: AdminDep, request: Request, body: KeyCreate) -> dict[str, Any]:
+async def create_key(caller: AdminDep, request: Request, body: KeyCreate) -> KeyCreated:
     """A new key of the tenant, returned once; services accept it within seconds."""
     key = new_api_key()
     event = key_added_event(caller.tenant, key, scope=body.scope, holder=body.holder)
     await _publish(request, event)
-    return {"key": key, "key_id": event.data.key_id, "scope": body.scope, "holder": body.holder}
+    return KeyCreated(key=key, key_id=event.data.key_id, scope=body.scope, holder=body.holder)
 
 
-@router.post("/{key_id}/revoke")
+@router.post("/{key_id}/revoke", responses=_FOUND)
 async def revoke_key(
-    key_id: str, caller: AdminDep, request: Request, body: KeyRevoke | None = None
-) -> dict[str, Any]:
+    key_id: KeyId, caller: AdminDep, request: Request, body: KeyRevoke | None = None
+) -> KeyRevocation:
     """Every service refuses the key within seconds; the revocation names who did it."""
     found = await _find(request, caller.tenant, key_id)
     reason = body.reason if body else None
     await _publish(request, key_revoked_event(caller.tenant, found.key_hash, caller.holder, reason))
-    return {"key_id": key_id, "revoked_by": caller.holder}
+    return KeyRevocation(key_id=key_id, revoked_by=caller.holder)
 
 
-@router.post("/{key_id}/rotate", status_code=201)
-async def rotate_key(key_id: str, caller: AdminDep, request: Request) -> dict[str, Any]:
+@router.post("/{key_id}/rotate", status_code=201, responses=_FOUND)
+async def rotate_key(key_id: KeyId, caller: AdminDep, request: Request) -> KeyRotated:
     """A new key of the same scope and holder, returned once; the old one is revoked."""
     found = await _find(request, caller.tenant, key_id)
     key = new_api_key()
@@ -98,10 +155,10 @@ async def rotate_key(key_id: str, caller: AdminDep, request: Request) -> dict[st
     await _publish(
         request, key_revoked_event(caller.tenant, found.key_hash, caller.holder, "rotated")
     )
-    return {
-        "key": key,
-        "key_id": event.data.key_id,
-        "scope": found.scope,
-        "holder": found.holder,
-        "replaces": key_id,
-    }
+    return KeyRotated(
+        key=key,
+        key_id=event.data.key_id,
+        scope=found.scope,
+        holder=found.holder,
+        replaces=key_id,
+    )

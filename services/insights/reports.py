@@ -253,7 +253,8 @@ async def bundles_report(
 ) -> tuple[dict[str, Any], Rows]:
     now = await store.clock(tenant)
     if now is None:
-        return {"as_of": None, "baskets": 0, "bundles": [], "sequences": []}, []
+        empty = {"baskets": 0, "window_days": program.window_days, "bundles": [], "sequences": []}
+        return {"as_of": None, **empty}, []
     counts = await store.bundle_counts(tenant, program.window_days, now)
     sets = bundles.itemsets(counts, program.min_support, program.min_confidence, program.min_lift)
     seqs = bundles.sequences(counts, program.sequence_min_support, program.sequence_min_confidence)

@@ -6,24 +6,39 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.events import OfferIssued
+from schemas.events import CreditGranted, CreditPendingApproval, CreditRejected, OfferIssued
 from services.ledger.adapters.db import PostgresLedgerRepository
 from services.ledger.domain.decide import GrantRequest
 from services.ledger.domain.settle import Approval
 from services.ledger.handlers import Books
 from services.runtime.batch import UnitOfWork
 from services.runtime.errors import is_transient
-from services.runtime.service import ApproverDep, ServiceRuntime, TenantDep, csv_response
+from services.runtime.problems import problems
+from services.runtime.service import (
+    TENANT_PROBLEMS,
+    ApproverDep,
+    Format,
+    PathId,
+    PlainText,
+    ServiceRuntime,
+    TenantDep,
+    csv_response,
+    with_csv,
+)
 
-router = APIRouter(prefix="/v1")
-Format = Literal["json", "csv"]
+router = APIRouter(prefix="/v1", responses=TENANT_PROBLEMS)
+_NO_APPROVAL = {404: "no approval of this id in the tenant"}
+_SETTLE_PROBLEMS = problems(
+    {**_NO_APPROVAL, 409: "the approval was settled otherwise already, or it expired"}
+)
 
 
 class Decision(BaseModel):
@@ -31,7 +46,150 @@ class Decision(BaseModel):
     holder of the ``approve`` key, never a name in the body."""
 
     model_config = ConfigDict(extra="forbid")
-    comment: str | None = Field(default=None, max_length=2000)
+    comment: PlainText | None = None
+
+
+CreditAnswer = Annotated[
+    CreditGranted | CreditRejected | CreditPendingApproval, Field(discriminator="type")
+]
+"""What the ledger published on ``credits.decisions`` for the offer."""
+DecisionStatus = Literal["granted", "rejected", "pending"]
+
+
+class ApprovalPublic(BaseModel):
+    """A grant that needed (or needs) a human."""
+
+    approval_id: str = Field(description="The offer's id.")
+    account: str
+    rule: str
+    kind: str = Field(description="The reward kind.")
+    status: DecisionStatus
+    value: int | None = Field(description="The credit, minor units of currency.")
+    cost: int = Field(description="Discount-equivalent cost, minor units of currency.")
+    currency: str
+    reason: str
+    requested_at: datetime
+    expires_at: datetime = Field(description="Refused as expired unless decided by then.")
+    actor: str | None = Field(description="Who approved or rejected it (the key's holder).")
+    comment: str | None
+
+
+class ApprovalList(BaseModel):
+    approvals: list[ApprovalPublic] = Field(description="Oldest first, at most 1,000.")
+
+
+class AuditEntry(BaseModel):
+    action: str = Field(description="requested, approve, reject or expired.")
+    actor: str | None
+    comment: str | None
+    outcome: str = Field(description="pending, granted or rejected.")
+    detail: str
+    at: datetime
+
+
+class ApprovalDetail(ApprovalPublic):
+    audit: list[AuditEntry]
+
+
+class Settled(BaseModel):
+    approval_id: str
+    status: DecisionStatus
+    answer: CreditAnswer
+
+
+class CreditMove(BaseModel):
+    kind: Literal["redeemed", "expired"]
+    amount: int
+    at: datetime
+    description: str
+    txn_id: str
+
+
+class CreditPublic(BaseModel):
+    credit_id: str
+    offer_id: str
+    kind: str | None
+    tier: str | None = Field(description="The usage tier the credit was granted in.")
+    amount: int
+    currency: str
+    granted_at: datetime
+    expires_at: datetime | None
+    redeemed: int
+    expired: int
+    remaining: int
+    redemptions: list[CreditMove]
+    expiries: list[CreditMove]
+
+
+class Statement(BaseModel):
+    """An account's credit, in minor units per currency."""
+
+    account: str
+    balance: dict[str, int]
+    pending_approval: dict[str, int]
+    credits: list[CreditPublic]
+
+
+class LiabilityRow(BaseModel):
+    dimension: Literal["tier", "expiry_month"]
+    key: str = Field(description="The tier ('none' without), or YYYY-MM ('never').")
+    currency: str
+    outstanding: int
+    credits: int
+
+
+class Liability(BaseModel):
+    liability: list[LiabilityRow]
+
+
+class CreditsRow(BaseModel):
+    currency: str
+    credits: int
+    granted: int
+    redeemed: int
+    expired: int
+    outstanding: int
+    redemption_rate: float | None = Field(description="redeemed / granted")
+    breakage_rate: float | None = Field(description="expired / (redeemed + expired)")
+
+
+class CreditsReport(BaseModel):
+    credits: list[CreditsRow]
+
+
+class CostShareRow(BaseModel):
+    segment: str
+    currency: str
+    accounts: int
+    arr: int
+    cost: int
+    cost_share_of_arr: float | None
+
+
+class CostShare(BaseModel):
+    segments: list[CostShareRow]
+
+
+class DecisionsRow(BaseModel):
+    status: DecisionStatus
+    cap: str = Field(description="The cap that bound ('' for none).")
+    currency: str
+    decisions: int
+    cost: int
+
+
+class DecisionsReport(BaseModel):
+    decisions: list[DecisionsRow]
+
+
+class BalanceRow(BaseModel):
+    ledger_account: str = Field(description="The ledger account kind (customer ones summed).")
+    currency: str
+    balance: int
+
+
+class Balances(BaseModel):
+    balances: list[BalanceRow]
 
 
 def _table(rows: list[dict[str, Any]], fmt: Format, name: str) -> Any:
@@ -67,7 +225,7 @@ def _approval_view(row: dict[str, Any]) -> dict[str, Any]:
 @router.get("/approvals")
 async def approvals(
     tenant: TenantDep, request: Request, status: Literal["pending", "all"] = "pending"
-) -> dict[str, Any]:
+) -> ApprovalList:
     """Grants waiting for a human (or, with ``status=all``, every grant that did)."""
     rows = await _read(
         request,
@@ -76,11 +234,11 @@ async def approvals(
         + " ORDER BY offered_at, offer_id LIMIT 1000",
         {"t": tenant},
     )
-    return {"approvals": [_approval_view(r) for r in rows]}
+    return ApprovalList.model_validate({"approvals": [_approval_view(r) for r in rows]})
 
 
-@router.get("/approvals/{approval_id}")
-async def approval(approval_id: str, tenant: TenantDep, request: Request) -> dict[str, Any]:
+@router.get("/approvals/{approval_id}", responses=problems(_NO_APPROVAL))
+async def approval(approval_id: PathId, tenant: TenantDep, request: Request) -> ApprovalDetail:
     rows = await _read(
         request,
         "SELECT * FROM decisions WHERE tenant = :t AND offer_id = :o"
@@ -95,7 +253,7 @@ async def approval(approval_id: str, tenant: TenantDep, request: Request) -> dic
         " WHERE tenant = :t AND offer_id = :o ORDER BY id",
         {"t": tenant, "o": approval_id},
     )
-    return {**_approval_view(rows[0]), "audit": audit}
+    return ApprovalDetail.model_validate({**_approval_view(rows[0]), "audit": audit})
 
 
 async def _settle(
@@ -195,30 +353,39 @@ async def _settle_with_retry(
     raise AssertionError("unreachable")
 
 
-@router.post("/approvals/{approval_id}/approve")
+@router.post("/approvals/{approval_id}/approve", responses=_SETTLE_PROBLEMS)
 async def approve(
-    approval_id: str, caller: ApproverDep, request: Request, body: Decision | None = None
-) -> dict[str, Any]:
+    approval_id: PathId, caller: ApproverDep, request: Request, body: Decision | None = None
+) -> Settled:
     """Re-checks every cap now, then grants (or rejects, naming the cap). A repeat
     returns the first answer; 409 once it was settled otherwise or expired. The
     audit records the key's holder as the approver."""
     who = Approval(caller.holder, body.comment if body else None)
-    return await _settle_with_retry(request, caller.tenant, approval_id, "approve", who)
+    return Settled.model_validate(
+        await _settle_with_retry(request, caller.tenant, approval_id, "approve", who)
+    )
 
 
-@router.post("/approvals/{approval_id}/reject")
+@router.post("/approvals/{approval_id}/reject", responses=_SETTLE_PROBLEMS)
 async def reject(
-    approval_id: str, caller: ApproverDep, request: Request, body: Decision | None = None
-) -> dict[str, Any]:
+    approval_id: PathId, caller: ApproverDep, request: Request, body: Decision | None = None
+) -> Settled:
+    """Rejects a pending grant, releasing what it held; the audit records the
+    key's holder. A repeat returns the first answer; 409 once settled otherwise."""
     who = Approval(caller.holder, body.comment if body else None)
-    return await _settle_with_retry(request, caller.tenant, approval_id, "reject", who)
+    return Settled.model_validate(
+        await _settle_with_retry(request, caller.tenant, approval_id, "reject", who)
+    )
 
 
 # ---------------------------------------------------------------- statements
 
 
-@router.get("/accounts/{account_id}/credits")
-async def statement(account_id: str, tenant: TenantDep, request: Request) -> dict[str, Any]:
+@router.get(
+    "/accounts/{account_id}/credits",
+    responses=problems({404: "the account has no credit (granted or pending) in the tenant"}),
+)
+async def statement(account_id: PathId, tenant: TenantDep, request: Request) -> Statement:
     """Balance per currency, credit pending approval, and every credit with its
     grant, redemptions and expiry."""
     params = {"t": tenant, "a": account_id}
@@ -253,29 +420,35 @@ async def statement(account_id: str, tenant: TenantDep, request: Request) -> dic
         by_credit.setdefault(m.pop("credit_id"), []).append(m)
     if not credits and not balances and not pending:
         raise HTTPException(404, f"account {account_id!r} has no credit in this tenant")
-    return {
-        "account": account_id,
-        "balance": {b["currency"]: int(b["balance"]) for b in balances},
-        "pending_approval": {p["currency"]: int(p["pending"]) for p in pending},
-        "credits": [
-            {
-                **c,
-                "redemptions": [
-                    m for m in by_credit.get(c["credit_id"], []) if m["kind"] == "redeemed"
-                ],
-                "expiries": [
-                    m for m in by_credit.get(c["credit_id"], []) if m["kind"] == "expired"
-                ],
-            }
-            for c in credits
-        ],
-    }
+    return Statement.model_validate(
+        {
+            "account": account_id,
+            "balance": {b["currency"]: int(b["balance"]) for b in balances},
+            "pending_approval": {p["currency"]: int(p["pending"]) for p in pending},
+            "credits": [
+                {
+                    **c,
+                    "redemptions": [
+                        m for m in by_credit.get(c["credit_id"], []) if m["kind"] == "redeemed"
+                    ],
+                    "expiries": [
+                        m for m in by_credit.get(c["credit_id"], []) if m["kind"] == "expired"
+                    ],
+                }
+                for c in credits
+            ],
+        }
+    )
 
 
 # ---------------------------------------------------------------- reports
 
 
-@router.get("/reports/liability", response_model=None)
+@router.get(
+    "/reports/liability",
+    response_model=Liability,
+    responses=with_csv("the report, or its rows as CSV"),
+)
 async def liability(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
     """Outstanding credit (granted - redeemed - expired) by usage tier and by
     expiry month."""
@@ -294,7 +467,11 @@ async def liability(tenant: TenantDep, request: Request, format: Format = "json"
     return _table([{**r, "outstanding": int(r["outstanding"])} for r in rows], format, "liability")
 
 
-@router.get("/reports/credits", response_model=None)
+@router.get(
+    "/reports/credits",
+    response_model=CreditsReport,
+    responses=with_csv("the report, or its rows as CSV"),
+)
 async def credit_report(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
     """Per currency: granted, redeemed, expired (breakage) and outstanding, with
     the redemption rate (redeemed / granted) and the breakage rate (expired /
@@ -326,7 +503,11 @@ async def credit_report(tenant: TenantDep, request: Request, format: Format = "j
     return _table(out, format, "credits")
 
 
-@router.get("/reports/cost-share", response_model=None)
+@router.get(
+    "/reports/cost-share",
+    response_model=CostShare,
+    responses=with_csv("the report, or its rows as CSV"),
+)
 async def cost_share(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
     """Per segment, for the accounts in it now: reward cost granted in the last
     365 days of stream time as a share of their ARR."""
@@ -358,7 +539,11 @@ async def cost_share(tenant: TenantDep, request: Request, format: Format = "json
     return _table(out, format, "segments")
 
 
-@router.get("/reports/decisions", response_model=None)
+@router.get(
+    "/reports/decisions",
+    response_model=DecisionsReport,
+    responses=with_csv("the report, or its rows as CSV"),
+)
 async def decisions_report(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
     """Decisions by status and by the cap that bound, with their cost."""
     rows = await _read(
@@ -370,7 +555,11 @@ async def decisions_report(tenant: TenantDep, request: Request, format: Format =
     return _table([{**r, "cost": int(r["cost"])} for r in rows], format, "decisions")
 
 
-@router.get("/reports/balances", response_model=None)
+@router.get(
+    "/reports/balances",
+    response_model=Balances,
+    responses=with_csv("the report, or its rows as CSV"),
+)
 async def balances(tenant: TenantDep, request: Request, format: Format = "json") -> Any:
     """The trial balance: every ledger account kind's balance (customer accounts
     summed); it sums to zero per currency."""

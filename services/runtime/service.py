@@ -1,6 +1,8 @@
-"""Wiring shared by the four services: engine, migrations, incarnation check,
-consumer worker, outbox relay, metrics, and the base FastAPI app
-(``/health``, ``/ready``, ``/metrics``)."""
+"""Wiring shared by the services: engine, migrations, incarnation check,
+consumer worker, outbox relay, metrics, and the base FastAPI app (``/health``,
+``/ready``, ``/metrics``; every error an RFC 9457 problem, see ``problems.py``)
+with what the services' routes share: the scoped-key dependencies and the
+responses they add, path-id and free-text types, CSV answers."""
 
 from __future__ import annotations
 
@@ -12,11 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,6 +32,13 @@ from services.runtime.connections import kafka_connection
 from services.runtime.db import RUNTIME_MIGRATIONS, engine_for, migrate
 from services.runtime.housekeeping import housekeeper
 from services.runtime.metrics import RuntimeMetrics
+from services.runtime.problems import (
+    MISSING_SCOPE,
+    ProblemError,
+    document_problems,
+    install_problem_handlers,
+    problems,
+)
 from services.runtime.relay import OutboxRelay
 from services.runtime.tenants import ALLOWED, Caller, TenantKeys, fold_tenant_keys
 from services.runtime.ticks import Ticker
@@ -182,6 +194,7 @@ async def _retry(step: Callable[[], Awaitable[object]], what: str, attempts: int
 
 
 _bearer = HTTPBearer(auto_error=False)
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 async def current_caller(
@@ -190,27 +203,27 @@ async def current_caller(
 ) -> Caller:
     """The caller of the bearer API key (any scope), or 401."""
     if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
-        raise HTTPException(401, "missing bearer API key", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "missing bearer API key", headers=_CHALLENGE)
     keys: TenantKeys = request.app.state.tenant_keys
     caller = await keys.caller_for(creds.credentials)
     if caller is None:
-        raise HTTPException(
-            401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise HTTPException(401, "unknown or revoked API key", headers=_CHALLENGE)
     return caller
 
 
 def scoped(route_scope: Scope) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the caller, if its key's scope may use a ``route_scope``
-    route; otherwise 403 saying which scope the route needs."""
+    route; otherwise 403 saying which scope the route needs (``required_scope``)."""
 
     async def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
         if not caller.may(route_scope):
-            raise HTTPException(
+            raise ProblemError(
                 403,
                 f"this needs a key with the {route_scope!r} scope (or one that includes it:"
                 f" {', '.join(sorted(ALLOWED[route_scope]))}); this key's scope is"
                 f" {caller.scope!r}",
+                type=MISSING_SCOPE,
+                required_scope=route_scope,
             )
         return caller
 
@@ -235,6 +248,38 @@ IngestTenantDep = Annotated[str, Depends(_ingest_tenant)]
 ApproverDep = Annotated[Caller, Depends(scoped("approve"))]
 AdminDep = Annotated[Caller, Depends(scoped("admin"))]
 
+TENANT_PROBLEMS = problems(
+    {
+        401: "missing, unknown or revoked API key",
+        403: "the key's scope may not use this route (required_scope names the one it needs)",
+        503: "the database did not answer; retry after Retry-After seconds",
+    }
+)
+"""What every tenant-scoped route can answer besides its own errors: the
+``responses`` of each service's router."""
+
+_ID_CHAR = r"[^\x00-\x20\x7f/\ufffd]"
+PathId = Annotated[
+    str,
+    PathParam(
+        min_length=1,
+        max_length=200,
+        pattern=rf"^{_ID_CHAR}*[^\x00-\x20\x7f/\ufffd.]{_ID_CHAR}*$",
+        description="An id as the events carry it: 1-200 characters, no space, control"
+        " character, '/' or U+FFFD (what an undecodable byte becomes), not only dots.",
+    ),
+]
+"""A path parameter naming an account, offer, approval or segment: bounded and
+without what no id has (so a NUL never reaches Postgres, which refuses it, and an
+undecodable or dot-only segment is a 422, not a lookup)."""
+
+PlainText = Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")]
+"""Free text of a request body (a comment, a reason): what Postgres can store (no
+NUL; a lone surrogate is refused by the pattern check as well)."""
+
+Format = Literal["json", "csv"]
+"""``?format=``: the JSON document, or its rows as CSV (``text/csv``)."""
+
 
 def csv_response(rows: list[dict[str, Any]]) -> Response:
     """Rows as a ``text/csv`` body, the first row's keys as the header."""
@@ -244,6 +289,17 @@ def csv_response(rows: list[dict[str, Any]]) -> Response:
         writer.writeheader()
         writer.writerows(rows)
     return Response(out.getvalue(), media_type="text/csv")
+
+
+def with_csv(description: str) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` of a route that answers its 200 as JSON or, with
+    ``?format=csv``, as ``text/csv`` (the rows, a header line first)."""
+    return {
+        200: {
+            "description": description,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    }
 
 
 def consuming_app(
@@ -262,6 +318,29 @@ def consuming_app(
     return app
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+    service: str
+
+
+class Readiness(BaseModel):
+    """Ready: migrated, consuming and relaying (and the service's own checks)."""
+
+    ready: bool
+    consumer: bool
+    relay: bool
+    partitions: int = Field(ge=0, description="Partitions assigned to this instance.")
+
+
+class ServiceApp(FastAPI):
+    """A service's FastAPI app, whose OpenAPI document tells how its errors look."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = document_problems(super().openapi())
+        return self.openapi_schema
+
+
 def base_app(
     runtime: ServiceRuntime,
     *,
@@ -270,7 +349,8 @@ def base_app(
     extra_shutdown: Callable[[], Awaitable[None]] | None = None,
     extra_ready: Callable[[], bool] | None = None,
 ) -> FastAPI:
-    """A FastAPI app whose lifespan runs ``runtime``, with health, readiness and metrics."""
+    """A FastAPI app whose lifespan runs ``runtime``, with health, readiness and
+    metrics, and whose every error is a problem (``services.runtime.problems``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -284,27 +364,45 @@ def base_app(
                 await extra_shutdown()
             await runtime.stop()
 
-    app = FastAPI(title=title, lifespan=lifespan)
+    app = ServiceApp(
+        title=title,
+        lifespan=lifespan,
+        responses=problems({500: "an internal error (logged)"}),
+    )
+    install_problem_handlers(app)
     app.state.runtime = runtime
     app.state.tenant_keys = runtime.tenant_keys
 
     @app.get("/health", tags=["ops"])
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "service": runtime.spec.name}
+    async def health() -> Health:
+        """The process answers (liveness)."""
+        return Health(status="ok", service=runtime.spec.name)
 
-    @app.get("/ready", tags=["ops"])
-    async def ready(response: Response) -> dict[str, object]:
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready (yet)"}},
+    )
+    async def ready() -> JSONResponse:
+        """Ready to serve (200) or not (503), with what is and is not running."""
         ok = runtime.ready and (extra_ready is None or extra_ready())
-        response.status_code = 200 if ok else 503
-        return {
-            "ready": ok,
-            "consumer": runtime.worker.alive,
-            "relay": runtime.relay.alive,
-            "partitions": len(runtime.worker.assigned),
-        }
+        body = Readiness(
+            ready=ok,
+            consumer=runtime.worker.alive,
+            relay=runtime.relay.alive,
+            partitions=len(runtime.worker.assigned),
+        )
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={200: {"description": "Prometheus text exposition format"}},
+    )
     async def metrics() -> Response:
+        """The service's Prometheus metrics (topic throughput, lag, errors, dead letters)."""
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

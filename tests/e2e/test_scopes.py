@@ -107,10 +107,16 @@ async def test_every_route_lets_in_exactly_the_scopes_it_allows(settings: Settin
                         assert resp.status_code < 500, (method, path, scope, resp.text)
                     else:
                         assert resp.status_code == 403, (method, path, scope, resp.text)
-                        assert f"'{need}' scope" in resp.json()["detail"]
+                        problem = resp.json()
+                        assert f"'{need}' scope" in problem["detail"]
+                        assert problem["required_scope"] == need, problem
+                        assert problem["status"] == 403
+                        assert resp.headers["content-type"] == "application/problem+json"
         assert len({(m, p) for m, p, _, _ in tried}) >= 25  # every service's routes
         no_key = await clients[4].get("/v1/insights/lift")
         assert no_key.status_code == 401
+        assert no_key.headers["www-authenticate"] == "Bearer"
+        assert no_key.json()["title"] == "Unauthorized" and no_key.json()["status"] == 401
 
         # the admin API: a new read key works, its rotation works, the old one is refused
         admin = {"Authorization": f"Bearer {keys['admin']}"}

@@ -276,9 +276,12 @@ async def test_hostile_input_is_refused_precisely_and_nothing_of_it_is_produced(
             resp = await client.post("/v1/events", content=body, headers={**ctype, **auth})
             assert resp.status_code == status, (what, resp.text)
             answer = resp.json()
+            assert resp.headers["content-type"] == "application/problem+json", what
+            assert answer["status"] == status and answer["title"] and answer["type"], what
             if isinstance(expect, str):
-                assert expect in answer["title"], (what, answer)
+                assert expect in answer["detail"], (what, answer)
             else:
+                assert answer["type"] == "tag:loyalty-engine,2025:invalid-events", what
                 assert [(e["index"], e["field"]) for e in answer["errors"]] == expect, what
                 assert all(e["reason"] for e in answer["errors"])
 
@@ -289,6 +292,7 @@ async def test_hostile_input_is_refused_precisely_and_nothing_of_it_is_produced(
 
         resp = await client.post("/v1/events", content=chunks(), headers={**SINGLE, **auth})
         assert resp.status_code == 413 and resp.json()["max_body_bytes"] == limit
+        assert resp.json()["type"] == "tag:loyalty-engine,2025:body-too-large"
 
         # the binary content mode: a percent-encoded NUL in ce-id, named by its header
         binary = {
@@ -308,7 +312,7 @@ async def test_hostile_input_is_refused_precisely_and_nothing_of_it_is_produced(
         resp = await client.post(
             "/v1/events", content=b"hi", headers={**binary, **auth, "Content-Type": "text/plain"}
         )
-        assert resp.status_code == 415 and "data must be JSON" in resp.json()["title"]
+        assert resp.status_code == 415 and "data must be JSON" in resp.json()["detail"]
 
         # and a valid event after all of that is accepted
         ok = recent()
