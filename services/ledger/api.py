@@ -1,4 +1,5 @@
-"""Tenant-scoped ledger API: approvals, an account's credit statement, and the
+"""Tenant-scoped ledger API: approvals (four eyes above
+``approvals.second_approver_above``), an account's credit statement, and the
 finance reports (liability, breakage and redemption, cost share of ARR), each
 as JSON or, with ``?format=csv``, as CSV."""
 
@@ -6,18 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import CreditGranted, CreditPendingApproval, CreditRejected, OfferIssued
 from services.ledger.adapters.db import PostgresLedgerRepository
 from services.ledger.domain.decide import GrantRequest
-from services.ledger.domain.settle import Approval
+from services.ledger.domain.settle import Approval, approval_step
 from services.ledger.handlers import Books
 from services.runtime.batch import UnitOfWork
 from services.runtime.errors import is_transient
@@ -70,8 +71,18 @@ class ApprovalPublic(BaseModel):
     reason: str
     requested_at: datetime
     expires_at: datetime = Field(description="Refused as expired unless decided by then.")
-    actor: str | None = Field(description="Who approved or rejected it (the key's holder).")
-    comment: str | None
+    approvals_needed: int = Field(
+        description="How many different approvers it needs: 2 when it cost more than"
+        " approvals.second_approver_above when it was held, else 1."
+    )
+    approved_by: list[str] = Field(
+        description="Who approved it so far, in order (the keys' holders)."
+    )
+    actor: str | None = Field(
+        description="Who decided it: the approver whose approval granted it (or saw it"
+        " refused by a cap), or who rejected it (the key's holder)."
+    )
+    comment: str | None = Field(description="That decider's comment.")
 
 
 class ApprovalList(BaseModel):
@@ -82,7 +93,10 @@ class AuditEntry(BaseModel):
     action: str = Field(description="requested, approve, reject or expired.")
     actor: str | None
     comment: str | None
-    outcome: str = Field(description="pending, granted or rejected.")
+    outcome: str = Field(
+        description="pending, granted or rejected (an approve that left it pending is the"
+        " first of two approvals)."
+    )
     detail: str
     at: datetime
 
@@ -92,9 +106,15 @@ class ApprovalDetail(ApprovalPublic):
 
 
 class Settled(BaseModel):
+    """What an approval or a rejection did. ``pending`` (answered 202) means the
+    approval was recorded as the first of two and a second, different approver is
+    needed; ``answer`` is then the ``credit.pending_approval`` still in force."""
+
     approval_id: str
     status: DecisionStatus
     answer: CreditAnswer
+    approvals_needed: int = Field(description="How many different approvers it needs (1 or 2).")
+    approved_by: list[str] = Field(description="Who approved it so far, in order.")
 
 
 class CreditMove(BaseModel):
@@ -204,6 +224,14 @@ async def _read(request: Request, sql: str, params: dict[str, Any]) -> list[dict
         return [dict(r._mapping) for r in result]
 
 
+_APPROVALS = (
+    "SELECT d.*, array(SELECT a.actor FROM approval_audit a WHERE a.tenant = d.tenant"
+    " AND a.offer_id = d.offer_id AND a.action = 'approve' ORDER BY a.id) AS approved_by"
+    " FROM decisions d WHERE d.tenant = :t AND d.approval_expires_at IS NOT NULL"
+)
+"""Decisions that asked for a human, with who approved them so far (the audit)."""
+
+
 def _approval_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "approval_id": row["offer_id"],
@@ -217,6 +245,8 @@ def _approval_view(row: dict[str, Any]) -> dict[str, Any]:
         "reason": row["reason"],
         "requested_at": row["offered_at"],
         "expires_at": row["approval_expires_at"],
+        "approvals_needed": row["approvals_needed"],
+        "approved_by": row["approved_by"],
         "actor": row["actor"],
         "comment": row["comment"],
     }
@@ -229,9 +259,9 @@ async def approvals(
     """Grants waiting for a human (or, with ``status=all``, every grant that did)."""
     rows = await _read(
         request,
-        "SELECT * FROM decisions WHERE tenant = :t AND approval_expires_at IS NOT NULL"
-        + (" AND status = 'pending'" if status == "pending" else "")
-        + " ORDER BY offered_at, offer_id LIMIT 1000",
+        _APPROVALS
+        + (" AND d.status = 'pending'" if status == "pending" else "")
+        + " ORDER BY d.offered_at, d.offer_id LIMIT 1000",
         {"t": tenant},
     )
     return ApprovalList.model_validate({"approvals": [_approval_view(r) for r in rows]})
@@ -240,10 +270,7 @@ async def approvals(
 @router.get("/approvals/{approval_id}", responses=problems(_NO_APPROVAL))
 async def approval(approval_id: PathId, tenant: TenantDep, request: Request) -> ApprovalDetail:
     rows = await _read(
-        request,
-        "SELECT * FROM decisions WHERE tenant = :t AND offer_id = :o"
-        " AND approval_expires_at IS NOT NULL",
-        {"t": tenant, "o": approval_id},
+        request, _APPROVALS + " AND d.offer_id = :o", {"t": tenant, "o": approval_id}
     )
     if not rows:
         raise HTTPException(404, f"no approval {approval_id!r} in this tenant")
@@ -270,13 +297,8 @@ async def _settle(
         if row is None or row["approval_expires_at"] is None:
             raise HTTPException(404, f"no approval {approval_id!r} in this tenant")
         if row["status"] != "pending":
-            last = await _last_action(conn, tenant, approval_id)
-            if last == action:  # a repeat: the first answer stands
-                return {
-                    "approval_id": approval_id,
-                    "status": row["status"],
-                    "answer": row["answer"],
-                }
+            if await repo.last_action(tenant, approval_id) == action:
+                return await _answer(repo, row)  # a repeat: the first answer stands
             raise HTTPException(409, f"approval {approval_id} was already settled: {row['status']}")
         # act as the owner of the offer's partition: the consumer of that partition
         # holds this lock for each batch, so the caps see one writer at a time
@@ -290,47 +312,50 @@ async def _settle(
         at = max(clock or row["offered_at"], row["offered_at"])
         uow = UnitOfWork(conn, runtime.names, runtime.spec.name)
         books = Books(uow, program)
-        if row["approval_expires_at"] <= at:
+        expired = row["approval_expires_at"] <= at
+        if expired:
             books.refuse_pending(
                 row,
                 row["approval_expires_at"],
                 "expired",
                 f"nobody approved it by {row['approval_expires_at'].isoformat()}",
             )
-            await books.flush()
-            await uow.flush()
-            status = 409
         elif action == "approve":
-            offer = OfferIssued.model_validate_json(json.dumps(row["offer"]))
-            req = GrantRequest.of(offer)
-            await books.load([(req, row["partition"], at)])
-            await books.decide(req, row["partition"], at, offer, who)
-            await books.flush()
-            await uow.flush()
-            status = 200
+            approved_by = await repo.approvers(tenant, approval_id)
+            step = approval_step(row["approvals_needed"], approved_by, who.actor)
+            if step == "decide":
+                offer = OfferIssued.model_validate_json(json.dumps(row["offer"]))
+                req = GrantRequest.of(offer)
+                await books.load([(req, row["partition"], at)])
+                await books.decide(
+                    req, row["partition"], at, offer, replace(who, earlier=tuple(approved_by))
+                )
+            elif step == "recorded":  # the first of two: audited, still pending
+                books.record_approval(row, who)
+            # "repeat": this holder approved it already; the same answer, nothing new
         else:
             reason = f"rejected by {who.actor}" + (f": {who.comment}" if who.comment else "")
             books.refuse_pending(row, at, "reject", reason, who)
-            await books.flush()
-            await uow.flush()
-            status = 200
+        await books.flush()
+        await uow.flush()
         settled = await repo.decision(tenant, approval_id)
+        assert settled is not None
+        answer = await _answer(repo, settled)
     runtime.relay.wake()
-    assert settled is not None
-    if status == 409:
+    if expired:
         raise HTTPException(409, f"approval {approval_id} expired at {row['approval_expires_at']}")
-    return {"approval_id": approval_id, "status": settled["status"], "answer": settled["answer"]}
+    return answer
 
 
-async def _last_action(conn: AsyncConnection, tenant: str, offer_id: str) -> str | None:
-    rows = await conn.execute(
-        text(
-            "SELECT action FROM approval_audit WHERE tenant = :t AND offer_id = :o"
-            " AND action <> 'requested' ORDER BY id DESC LIMIT 1"
-        ),
-        {"t": tenant, "o": offer_id},
-    )
-    return rows.scalar_one_or_none()
+async def _answer(repo: PostgresLedgerRepository, row: dict[str, Any]) -> dict[str, Any]:
+    """A decision row as :class:`Settled`."""
+    return {
+        "approval_id": row["offer_id"],
+        "status": row["status"],
+        "answer": row["answer"],
+        "approvals_needed": row["approvals_needed"],
+        "approved_by": await repo.approvers(row["tenant"], row["offer_id"]),
+    }
 
 
 async def _settle_with_retry(
@@ -353,17 +378,37 @@ async def _settle_with_retry(
     raise AssertionError("unreachable")
 
 
-@router.post("/approvals/{approval_id}/approve", responses=_SETTLE_PROBLEMS)
+@router.post(
+    "/approvals/{approval_id}/approve",
+    responses={
+        202: {
+            "model": Settled,
+            "description": "Recorded as the first of two approvals (four eyes): still"
+            " pending, a second, different approver is needed; nothing was booked",
+        },
+        **_SETTLE_PROBLEMS,
+    },
+)
 async def approve(
-    approval_id: PathId, caller: ApproverDep, request: Request, body: Decision | None = None
+    approval_id: PathId,
+    caller: ApproverDep,
+    request: Request,
+    response: Response,
+    body: Decision | None = None,
 ) -> Settled:
-    """Re-checks every cap now, then grants (or rejects, naming the cap). A repeat
-    returns the first answer; 409 once it was settled otherwise or expired. The
-    audit records the key's holder as the approver."""
+    """The last approval a grant needs re-checks every cap now, then grants (or
+    rejects, naming the cap): 200. Above ``approvals.second_approver_above`` a grant
+    needs two different approvers: the first approval is audited and answered 202,
+    still pending (the same holder again gets the same 202). A repeat returns the
+    first answer; 409 once it was settled otherwise or expired. The audit records
+    the key's holder as the approver."""
     who = Approval(caller.holder, body.comment if body else None)
-    return Settled.model_validate(
+    settled = Settled.model_validate(
         await _settle_with_retry(request, caller.tenant, approval_id, "approve", who)
     )
+    if settled.status == "pending":
+        response.status_code = 202
+    return settled
 
 
 @router.post("/approvals/{approval_id}/reject", responses=_SETTLE_PROBLEMS)

@@ -32,7 +32,14 @@ from services.ledger.adapters.db import AccountKey, PostgresLedgerRepository
 from services.ledger.domain import books
 from services.ledger.domain.decide import BudgetKey, GrantRequest, Verdict, decide, needs
 from services.ledger.domain.program import LedgerProgram
-from services.ledger.domain.settle import Approval, Settlement, expired_event, refusal, settle
+from services.ledger.domain.settle import (
+    Approval,
+    Settlement,
+    expired_event,
+    first_approval,
+    refusal,
+    settle,
+)
 from services.runtime.batch import Inbound, UnitOfWork
 
 
@@ -137,6 +144,11 @@ class Books:
         self.outcomes["reject"] += 1
         self._queue(done)
         return done.event
+
+    def record_approval(self, row: dict[str, Any], approval: Approval) -> None:
+        """Audits the first of two approvals of a pending decision (its stored ``row``):
+        it stays pending; nothing is booked or published."""
+        self.audit.append(first_approval(row["tenant"], row["offer_id"], approval))
 
     async def flush(self) -> None:
         await self.budgets.flush()

@@ -1,5 +1,6 @@
-"""The ledger on real Postgres: decisions with caps and approvals, redemption and
-expiry, idempotency, and invariants over random histories (hypothesis)."""
+"""The ledger on real Postgres: decisions with caps and approvals (four eyes
+above the second threshold), redemption and expiry, idempotency, and invariants
+over random histories (hypothesis)."""
 
 from __future__ import annotations
 
@@ -169,6 +170,200 @@ async def test_pending_approvals_expire_in_stream_time(harness: Harness) -> None
     assert conflict.value.status_code == 409
 
 
+# ---------------------------------------------------------------- four eyes
+
+
+@pytest.fixture
+async def four_eyes(engine_url: str) -> AsyncIterator[Harness]:
+    """One approver above 25.00 USD, two different ones above 50.00 USD."""
+    engine = await ledger_engine(engine_url)
+    try:
+        yield Harness(
+            engine,
+            program(
+                caps={"program": m(20_000), "liability": m(12_000)},
+                approvals={
+                    "above": m(2_500),
+                    "second_approver_above": m(5_000),
+                    "expire_after": "2d",
+                },
+            ),
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _approve(h: Harness, offer_id: str, who: str, comment: str | None = None) -> Any:
+    return await _settle(
+        h.runtime(), h.program, "acme", offer_id, "approve", Approval(who, comment)
+    )
+
+
+async def _ledger_of(h: Harness, account: str) -> dict[str, int]:
+    """The account's credit and pending credit, and what every approval holds."""
+    rows = await h.rows(
+        "SELECT ledger_account AS acct, sum(amount) AS balance FROM entries"
+        " WHERE ledger_account IN (:c, :p, 'approvals_pending', 'reward_expense') GROUP BY 1",
+        c=f"customer_credit:{account}",
+        p=f"pending_credit:{account}",
+    )
+    return {r["acct"]: int(r["balance"]) for r in rows}
+
+
+async def _audit_of(h: Harness, offer_id: str) -> list[tuple[str, str | None, str]]:
+    rows = await h.rows(
+        "SELECT action, actor, outcome FROM approval_audit WHERE offer_id = :o ORDER BY id",
+        o=offer_id,
+    )
+    return [(r["action"], r["actor"], r["outcome"]) for r in rows]
+
+
+async def _balanced(h: Harness) -> bool:
+    unbalanced = await h.rows(
+        "SELECT txn_id FROM entries GROUP BY txn_id, currency HAVING sum(amount) <> 0"
+    )
+    return not unbalanced
+
+
+async def test_above_the_second_threshold_two_different_approvers_grant_it(
+    four_eyes: Harness,
+) -> None:
+    h = four_eyes
+    await h.apply([offer_issued("acme", "a1", "big", T0, value=6_000)])
+    held = await _ledger_of(h, "a1")
+    assert held == {"approvals_pending": 6_000, "pending_credit:a1": -6_000}
+
+    first = await _approve(h, "big", "alice@x", "looks right")
+    assert first["status"] == "pending"
+    assert (first["approved_by"], first["approvals_needed"]) == (["alice@x"], 2)
+    assert first["answer"]["type"] == "credit.pending_approval"
+    assert await _ledger_of(h, "a1") == held  # nothing booked
+    assert [e.type for e in await h.published("acme")] == ["credit.pending_approval"]
+    detail = await h.rows("SELECT detail, comment FROM approval_audit WHERE action = 'approve'")
+    assert detail == [
+        {
+            "detail": "first of two approvals; a second, different approver is needed",
+            "comment": "looks right",
+        }
+    ]
+
+    # the same holder again: the same answer, no second audit row, still not granted
+    assert await _approve(h, "big", "alice@x") == first
+    assert await _audit_of(h, "big") == [
+        ("requested", None, "pending"),
+        ("approve", "alice@x", "pending"),
+    ]
+    assert await _ledger_of(h, "a1") == held
+
+    second = await _approve(h, "big", "bob@x", "agreed")
+    assert second["status"] == "granted"
+    assert (second["approved_by"], second["approvals_needed"]) == (["alice@x", "bob@x"], 2)
+    data = second["answer"]["data"]
+    assert (data["actor"], data["comment"], data["approval_id"]) == ("bob@x", "agreed", "big")
+    assert await _ledger_of(h, "a1") == {
+        "approvals_pending": 0,
+        "pending_credit:a1": 0,
+        "reward_expense": 6_000,
+        "customer_credit:a1": -6_000,
+    }
+    assert await _balanced(h)
+    approved = await h.scalar(
+        "SELECT description FROM transactions WHERE txn_id = 'acme/approve/big'"
+    )
+    assert approved.endswith("by alice@x, then bob@x")
+    assert await _audit_of(h, "big") == [
+        ("requested", None, "pending"),
+        ("approve", "alice@x", "pending"),
+        ("approve", "bob@x", "granted"),
+    ]
+    assert [e.type for e in await h.published("acme")] == [
+        "credit.pending_approval",
+        "credit.granted",
+    ]
+    # either approver again: the grant's answer; a rejection now is too late
+    assert await _approve(h, "big", "alice@x") == second
+    assert await _approve(h, "big", "bob@x") == second
+    with pytest.raises(HTTPException) as conflict:
+        await _settle(h.runtime(), h.program, "acme", "big", "reject", Approval("carol@x", None))
+    assert conflict.value.status_code == 409
+
+
+async def test_below_the_second_threshold_one_approval_grants_it(four_eyes: Harness) -> None:
+    h = four_eyes
+    await h.apply([offer_issued("acme", "a1", "mid", T0, value=5_000)])  # not above 50.00
+    ok = await _approve(h, "mid", "alice@x")
+    assert (ok["status"], ok["approved_by"], ok["approvals_needed"]) == (
+        "granted",
+        ["alice@x"],
+        1,
+    )
+    assert (await _ledger_of(h, "a1"))["customer_credit:a1"] == -5_000
+    assert await _audit_of(h, "mid") == [
+        ("requested", None, "pending"),
+        ("approve", "alice@x", "granted"),
+    ]
+
+
+async def test_a_rejection_after_a_first_approval_rejects_and_releases_the_hold(
+    four_eyes: Harness,
+) -> None:
+    h = four_eyes
+    await h.apply([offer_issued("acme", "a1", "big", T0, value=6_000)])
+    assert (await _approve(h, "big", "alice@x"))["status"] == "pending"
+    no = await _settle(h.runtime(), h.program, "acme", "big", "reject", Approval("carol@x", "no"))
+    assert no["status"] == "rejected" and no["approved_by"] == ["alice@x"]
+    assert no["answer"]["data"]["actor"] == "carol@x"
+    assert await _ledger_of(h, "a1") == {"approvals_pending": 0, "pending_credit:a1": 0}
+    assert await _balanced(h)
+    for who in ("alice@x", "bob@x"):  # approving it now, first approver or not, is too late
+        with pytest.raises(HTTPException) as conflict:
+            await _approve(h, "big", who)
+        assert conflict.value.status_code == 409
+    assert await _audit_of(h, "big") == [
+        ("requested", None, "pending"),
+        ("approve", "alice@x", "pending"),
+        ("reject", "carol@x", "rejected"),
+    ]
+
+
+async def test_the_second_approval_rechecks_the_caps(four_eyes: Harness) -> None:
+    h = four_eyes
+    await h.apply([offer_issued("acme", "a1", "big", T0, value=6_000)])
+    await _approve(h, "big", "alice@x")
+    # meanwhile the liability ceiling (120.00) filled up: 60.00 no longer fits
+    await h.apply(
+        [
+            offer_issued("acme", f"a{n}", f"fill-{n}", T0, value=2_000 + 250 * (n // 4))
+            for n in (2, 3, 4)
+        ]
+    )  # 20.00 + 20.00 + 25.00 granted: 55.00 left
+    late = await _approve(h, "big", "bob@x")
+    assert late["status"] == "rejected"
+    assert late["answer"]["data"]["cap"] == "liability ceiling"
+    assert (await _ledger_of(h, "a1")).get("customer_credit:a1", 0) == 0
+    assert await _audit_of(h, "big") == [
+        ("requested", None, "pending"),
+        ("approve", "alice@x", "pending"),
+        ("approve", "bob@x", "rejected"),
+    ]
+
+
+async def test_a_half_approved_grant_still_expires_in_stream_time(four_eyes: Harness) -> None:
+    h = four_eyes
+    await h.apply([offer_issued("acme", "a1", "big", T0, value=6_000)])
+    await _approve(h, "big", "alice@x")
+    await h.apply([tick("acme", "a1", "tick-1", T0 + timedelta(days=3))])
+    assert [e.type for e in await h.published("acme")] == [
+        "credit.pending_approval",
+        "credit.rejected",
+    ]
+    with pytest.raises(HTTPException) as conflict:
+        await _approve(h, "big", "bob@x")
+    assert conflict.value.status_code == 409
+    assert await _ledger_of(h, "a1") == {"approvals_pending": 0, "pending_credit:a1": 0}
+    assert [a[0] for a in await _audit_of(h, "big")] == ["requested", "approve", "expired"]
+
+
 async def test_redemption_spends_oldest_expiry_first_and_refuses_more_than_the_balance(
     harness: Harness,
 ) -> None:
@@ -225,7 +420,12 @@ PROP = program(
         "by_reward": {"discount": m(1_500)},
         "liability": m(4_000),
     },
-    approvals={"above": m(1_200), "account_over": m(3_000), "expire_after": "3d"},
+    approvals={
+        "above": m(1_200),
+        "account_over": m(3_000),
+        "second_approver_above": m(1_350),
+        "expire_after": "3d",
+    },
     leases={"slice_percent": 10},
 )
 ACCOUNTS = [f"a{i}" for i in range(5)]
@@ -312,7 +512,7 @@ async def _history(url: str, ops: list[Any]) -> None:
                             t,
                             pending[0]["offer_id"],
                             action,
-                            Approval("prop", None),
+                            Approval(f"prop-{n % 2}", None),  # two approvers take turns
                         )
                     except HTTPException as exc:
                         assert exc.status_code == 409  # expired meanwhile
@@ -325,6 +525,14 @@ async def _history(url: str, ops: list[Any]) -> None:
 
 
 async def _check_invariants(h: Harness, t: str) -> None:
+    # a grant that needed two approvers was approved by two different ones
+    assert not await h.rows(
+        "SELECT d.offer_id FROM decisions d WHERE d.tenant = :t AND d.status = 'granted'"
+        " AND d.actor IS NOT NULL AND (SELECT count(DISTINCT a.actor) FROM approval_audit a"
+        " WHERE a.tenant = d.tenant AND a.offer_id = d.offer_id AND a.action = 'approve')"
+        " < d.approvals_needed",
+        t=t,
+    )
     # every transaction balances per currency (also enforced by a constraint trigger)
     assert not await h.rows(
         "SELECT txn_id FROM entries WHERE tenant = :t GROUP BY txn_id, currency"

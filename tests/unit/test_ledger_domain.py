@@ -1,6 +1,7 @@
 """The ledger's pure core: every transaction balances or cannot be built; caps
-bind in a fixed order with their headroom; approvals ask by value; redemptions
-spend the oldest expiry first."""
+bind in a fixed order with their headroom; approvals ask by value, and above the
+second threshold for two different approvers; redemptions spend the oldest expiry
+first."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ from schemas.events import AccountContext, OfferIssued, OfferIssuedData, Reward
 from services.common.program import ProgramError
 from services.ledger.domain import books
 from services.ledger.domain.books import Entry, OpenCredit, Transaction, UnbalancedTransaction
-from services.ledger.domain.decide import BudgetKey, GrantRequest, decide, fmt, needs
+from services.ledger.domain.decide import (
+    BudgetKey,
+    GrantRequest,
+    approvals_needed,
+    decide,
+    fmt,
+    needs,
+)
 from services.ledger.domain.program import load_ledger_program
+from services.ledger.domain.settle import Approval, approval_step, settle
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -72,6 +81,7 @@ PROGRAM = load_ledger_program(
             "approvals": {
                 "above": usd(25_000).model_dump(),
                 "account_over": usd(45_000).model_dump(),
+                "second_approver_above": usd(28_000).model_dump(),
             },
         },
     }
@@ -166,6 +176,38 @@ def test_approval_is_asked_above_a_value_or_an_account_total() -> None:
     assert v.outcome == "pending" and "500.00 USD in the window, over 450.00 USD" in v.reason
 
 
+def test_above_the_second_threshold_a_hold_needs_two_different_approvers() -> None:
+    big = GrantRequest.of(offer(28_001, arr=10_000_000))
+    held = settle(PROGRAM, big, decide(PROGRAM, big, T0, 0, room(big)), T0, 0, offer(28_001))
+    assert [d["approvals_needed"] for d in held.decisions] == [2]
+    at_it = GrantRequest.of(offer(28_000, arr=10_000_000))  # not above: one approver
+    assert decide(PROGRAM, at_it, T0, 0, room(at_it)).outcome == "pending"
+    assert approvals_needed(PROGRAM, at_it) == 1
+    assert approvals_needed(PROGRAM, GrantRequest.of(offer(90_000, currency="EUR"))) == 1
+    one = load_ledger_program({"ledger": {"approvals": {"above": usd(1).model_dump()}}})
+    assert approvals_needed(one, big) == 1  # unset: one approver, as before
+
+
+def test_an_approval_step_counts_different_approvers_only() -> None:
+    assert approval_step(1, [], "alice") == "decide"
+    assert approval_step(2, [], "alice") == "recorded"
+    assert approval_step(2, ["alice"], "alice") == "repeat"
+    assert approval_step(2, ["alice"], "bob") == "decide"
+
+
+def test_a_four_eyes_grant_books_both_approvers() -> None:
+    o = offer(30_000, arr=10_000_000)
+    req = GrantRequest.of(o)
+    verdict = decide(PROGRAM, req, T0, 0, room(req), approved=True)
+    done = settle(PROGRAM, req, verdict, T0, 0, o, Approval("bob@x", "ok", ("alice@x",)))
+    ((txn, _),) = done.txns
+    assert txn.description.endswith("by alice@x, then bob@x")
+    assert done.event.data.actor == "bob@x"  # type: ignore[union-attr]
+    assert [(a["action"], a["actor"], a["outcome"]) for a in done.audit] == [
+        ("approve", "bob@x", "granted")
+    ]
+
+
 def test_needs_name_the_month_the_tier_and_the_liability() -> None:
     req = GrantRequest.of(offer(2_000, kind="discount"))
     assert [(n.key.name, n.key.period, n.amount) for n in needs(PROGRAM, req, T0)] == [
@@ -205,6 +247,7 @@ def test_bad_ledger_sections_are_refused_one_line_per_problem() -> None:
                         "by_reward": {"gold_bars": usd(1).model_dump()},
                         "program": {"amount": -5, "currency": "USD"},
                     },
+                    "approvals": {"second_approver_above": {"amount": -1, "currency": "USD"}},
                 },
             }
         )
@@ -213,6 +256,7 @@ def test_bad_ledger_sections_are_refused_one_line_per_problem() -> None:
     assert "unknown segment 'tier_x'" in problems
     assert "unknown reward 'gold_bars'" in problems
     assert "caps.program: a negative amount (-5)" in problems
+    assert "approvals.second_approver_above: a negative amount (-1)" in problems
 
 
 def test_money_formats_for_people() -> None:

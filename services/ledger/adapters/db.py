@@ -70,11 +70,11 @@ class PostgresLedgerRepository:
         await self._insert(
             "INSERT INTO decisions (tenant, offer_id, account, partition, rule, kind, status,"
             " value, value_currency, cost, currency, cap, headroom, reason, tier, segments, arr,"
-            " offered_at, decided_at, approval_expires_at, actor, comment, offer, answer)"
-            " VALUES (:tenant, :offer_id, :account, :partition, :rule, :kind, :status, :value,"
-            " :value_currency, :cost, :currency, :cap, :headroom, :reason, :tier, :segments,"
-            " :arr, :offered_at, :decided_at, :approval_expires_at, :actor, :comment,"
-            " CAST(:offer AS jsonb), CAST(:answer AS jsonb))",
+            " offered_at, decided_at, approval_expires_at, approvals_needed, actor, comment,"
+            " offer, answer) VALUES (:tenant, :offer_id, :account, :partition, :rule, :kind,"
+            " :status, :value, :value_currency, :cost, :currency, :cap, :headroom, :reason,"
+            " :tier, :segments, :arr, :offered_at, :decided_at, :approval_expires_at,"
+            " :approvals_needed, :actor, :comment, CAST(:offer AS jsonb), CAST(:answer AS jsonb))",
             rows,
         )
 
@@ -96,6 +96,28 @@ class PostgresLedgerRepository:
             {"t": tenant, "o": offer_id},
         )
         return rows[0] if rows else None
+
+    async def approvers(self, tenant: str, offer_id: str) -> list[str]:
+        """Who approved a decision, first first (the audit's approvals, each holder once)."""
+        rows = await self.conn.execute(
+            text(
+                "SELECT actor FROM approval_audit WHERE tenant = :t AND offer_id = :o"
+                " AND action = 'approve' ORDER BY id"
+            ),
+            {"t": tenant, "o": offer_id},
+        )
+        return list(dict.fromkeys(r[0] for r in rows))
+
+    async def last_action(self, tenant: str, offer_id: str) -> str | None:
+        """The newest human or expiry action on a decision (not its request)."""
+        rows = await self.conn.execute(
+            text(
+                "SELECT action FROM approval_audit WHERE tenant = :t AND offer_id = :o"
+                " AND action <> 'requested' ORDER BY id DESC LIMIT 1"
+            ),
+            {"t": tenant, "o": offer_id},
+        )
+        return rows.scalar_one_or_none()
 
     async def due_approvals(self, clocks: dict[tuple[str, int], datetime]) -> list[dict[str, Any]]:
         """Pending decisions whose approval window closed in their partition's stream time."""

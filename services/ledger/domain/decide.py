@@ -189,6 +189,20 @@ def decide(
     return Verdict("grant", "within every cap")
 
 
+def approvals_needed(program: LedgerProgram, req: GrantRequest) -> int:
+    """How many different approvers a grant held for approval needs: two when it
+    costs more than ``approvals.second_approver_above`` (in its currency), else one.
+    Counted when the grant is held, like the thresholds that held it."""
+    second = program.second_approver_above
+    if (
+        second is not None
+        and second.currency == req.cost.currency
+        and req.cost.amount > second.amount
+    ):
+        return 2
+    return 1
+
+
 def _refuse(cap: str, left: Money, needed: Money, what: str) -> Verdict:
     return Verdict(
         "reject",

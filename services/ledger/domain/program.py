@@ -5,6 +5,9 @@ liability ceiling, which is on outstanding credit. A cap is one amount in one
 currency; a grant in a currency a configured cap does not name is refused by that
 cap (safe by default: no currency escapes the guardrails). Periods are calendar
 months (UTC) of the grant's stream time; the per-account window rolls.
+
+Approval thresholds (``approvals.above``, ``account_over``, and the four-eyes
+``second_approver_above``) apply only to grants in their own currency.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ class ApprovalsSpec(Strict):
     above: Money | None = Field(default=None, description="One grant costing more waits.")
     account_over: Money | None = Field(
         default=None, description="A grant taking an account's cost in the window past it waits."
+    )
+    second_approver_above: Money | None = Field(
+        default=None,
+        description="A waiting grant costing more needs two different approvers (four eyes).",
     )
     expire_after: str = "7d"
 
@@ -80,6 +87,7 @@ class LedgerProgram:
     liability_cap: Money | None = None
     approve_above: Money | None = None
     approve_account_over: Money | None = None
+    second_approver_above: Money | None = None
     approval_window: timedelta = timedelta(days=7)
     account_window: timedelta = timedelta(days=365)
     slice_percent: float = 5.0
@@ -124,6 +132,7 @@ def load_ledger_program(raw: Any) -> LedgerProgram:
         "caps.liability": caps.liability,
         "approvals.above": section.approvals.above,
         "approvals.account_over": section.approvals.account_over,
+        "approvals.second_approver_above": section.approvals.second_approver_above,
         **{f"caps.by_tier.{k}": v for k, v in caps.by_tier.items()},
         **{f"caps.by_reward.{k}": v for k, v in caps.by_reward.items()},
     }
@@ -146,6 +155,7 @@ def load_ledger_program(raw: Any) -> LedgerProgram:
         liability_cap=caps.liability,
         approve_above=section.approvals.above,
         approve_account_over=section.approvals.account_over,
+        second_approver_above=section.approvals.second_approver_above,
         approval_window=duration(section.approvals.expire_after, "approvals.expire_after"),
         account_window=window,
         slice_percent=section.leases.slice_percent,

@@ -3,6 +3,12 @@ credit, the decision row, the audit and the event of a grant, a refusal or a
 hold (:func:`settle`), of a pending grant refused by an approver or by time
 (:func:`refusal`), and of a credit's expiry (:func:`expired_event`).
 
+Four eyes: a hold records how many different approvers it needs (one, or two
+above ``approvals.second_approver_above``). :func:`approval_step` says what an
+approval does to it: the last one needed decides it through :func:`settle` like
+a single approval; an earlier one is only audited (:func:`first_approval`: no
+booking, no event, still pending); the same approver again changes nothing.
+
 The caps are weighed in ``decide.py``; the consumer and the approval endpoint load
 what a decision needs, call these, and write what they return (``handlers.py``).
 """
@@ -11,9 +17,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from schemas import Event, Money
 from schemas.events import (
@@ -28,7 +35,7 @@ from schemas.events import (
     OfferIssued,
 )
 from services.ledger.domain import books
-from services.ledger.domain.decide import GrantRequest, Verdict
+from services.ledger.domain.decide import GrantRequest, Verdict, approvals_needed
 from services.ledger.domain.program import LedgerProgram
 
 SOURCE = "loyalty/ledger"
@@ -37,10 +44,45 @@ _IDS = uuid.UUID("a3d1c7e2-9b44-4f0e-b6c5-7e2d9f1a0c03")
 
 @dataclass(frozen=True)
 class Approval:
-    """A human's approval of a pending grant."""
+    """A human's approval (or rejection) of a pending grant: ``actor`` is the key's
+    holder; ``earlier`` who approved it before (the first of two approvers), so the
+    books name every approver of a four-eyes grant."""
 
     actor: str
     comment: str | None
+    earlier: tuple[str, ...] = ()
+
+
+ApprovalStep = Literal["repeat", "recorded", "decide"]
+"""What an approval of a pending grant does: ``repeat`` (this holder approved it
+already: nothing changes), ``recorded`` (another approver is still needed: audited
+only), ``decide`` (the last approval needed: caps re-checked, granted or refused)."""
+
+FIRST_OF_TWO = "first of two approvals; a second, different approver is needed"
+
+
+def approval_step(needed: int, approved_by: Sequence[str], actor: str) -> ApprovalStep:
+    """``actor``'s approval of a pending grant that needs ``needed`` different
+    approvers and was approved by ``approved_by`` so far."""
+    if actor in approved_by:
+        return "repeat"
+    if len(approved_by) + 1 < needed:
+        return "recorded"
+    return "decide"
+
+
+def first_approval(tenant: str, offer_id: str, approval: Approval) -> dict[str, Any]:
+    """The audit row of an approval that leaves the grant pending for a second,
+    different approver; it books and publishes nothing."""
+    return {
+        "tenant": tenant,
+        "offer_id": offer_id,
+        "action": "approve",
+        "actor": approval.actor,
+        "comment": approval.comment,
+        "outcome": "pending",
+        "detail": FIRST_OF_TWO,
+    }
 
 
 @dataclass
@@ -104,13 +146,14 @@ def settle(
                 }
             )
         if approval is not None:
+            approvers = ", then ".join((*approval.earlier, approval.actor))
             grant = books.release(
                 f"{req.tenant}/approve/{req.offer_id}",
                 req.tenant,
                 req.account,
                 _held(req),
                 grant,
-                f"approved {_what(req)} by {approval.actor}",
+                f"approved {_what(req)} by {approvers}",
             )
         if grant is not None:
             txns.append((grant, at))
@@ -192,6 +235,7 @@ def settle(
                 "approval_expires_at": at + program.approval_window
                 if status == "pending"
                 else None,
+                "approvals_needed": approvals_needed(program, req) if status == "pending" else 1,
                 "offer": offer.model_dump_json(),
             }
         )
