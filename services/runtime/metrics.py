@@ -1,4 +1,10 @@
-"""Prometheus metrics of the runtime, one registry per service instance."""
+"""Prometheus metrics of the runtime, one registry per service instance.
+
+No metric carries a tenant, an account or any other customer value as a label:
+labels are the service, the logical topic and the partition only, so ``/metrics``
+tells an operator how the system runs, never whose data it holds or how much of
+it. Keep it so (per-tenant figures belong in the tenant-scoped APIs), and serve
+``/metrics`` on the operators' network only (deploy/README.md)."""
 
 from __future__ import annotations
 
@@ -50,6 +56,13 @@ class RuntimeMetrics:
             "loyalty_batch_rewinds_total",
             "Batches that failed as a whole (not transient, not one poisoned record)"
             " and were read again from the stored offsets.",
+            registry=self.registry,
+        )
+        self.tenant_refreshes = Counter(
+            "loyalty_tenant_refreshes_total",
+            "Reads of the tenants topic to its end, made because a batch named a tenant"
+            " not known yet (a new tenant, or one that does not exist: its events are"
+            " dead-lettered).",
             registry=self.registry,
         )
         self.ticks = Counter(

@@ -11,20 +11,27 @@ A key has a **scope** and a **holder**. ``ingest`` posts events; ``read`` reads
 the APIs and reports; ``approve`` reads too and decides approvals; ``admin``
 may do everything, keys and dead letters included. The holder (a person or a
 system) is what audits record as the actor.
+
+The same stream says which tenants exist: :class:`TenantRegistry` answers it for
+the consumers, which dead-letter an event of a tenant that was never created.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,6 +43,11 @@ from schemas.events import (
     TenantKeyRevokedData,
 )
 from services.runtime.batch import Inbound, UnitOfWork
+from services.runtime.codec import DecodeError, decode
+from services.runtime.connections import Kafka, as_connection
+from services.runtime.topics import TENANTS, TopicNames
+
+log = logging.getLogger(__name__)
 
 SCOPES: tuple[Scope, ...] = ("ingest", "read", "approve", "admin")
 ALLOWED: dict[Scope, frozenset[Scope]] = {
@@ -248,6 +260,142 @@ class TenantKeys:
                 )
             ).all()
         return [KeyRecord(r[0] or key_id_of(r[1]), r[1], *r[2:]) for r in rows]
+
+
+class TenantsUnavailable(ConnectionError):
+    """The ``tenants`` topic could not be read to its end, so whether a tenant exists
+    is not known. A ``ConnectionError`` (an ``OSError``): the worker retries the batch
+    as it does for any infrastructure error, and dead-letters nothing for it."""
+
+
+class TenantRegistry:
+    """Which tenants exist, for the consumer's admission check (``ConsumerWorker``).
+
+    A tenant exists once a ``tenant.key_added`` for it is on the ``tenants`` topic,
+    and forever after: a tenant whose keys are all revoked is still a tenant, and
+    its events are still processed (revocation is about who may call the HTTP APIs,
+    not about the tenant's data). Nothing removes a tenant.
+
+    **The race it closes.** A tenant is created (its key acknowledged on ``tenants``)
+    and its first events follow at once on the account topics; this service may
+    read them before its consumer has folded ``tenants`` (another partition, another
+    instance of the group, a backlog). So a miss is never final by itself: before
+    :meth:`unknown` calls a tenant unknown, it reads ``tenants`` from where this
+    registry last stopped (at first: from the offset this service stored for it, the
+    tenants of its ``api_keys`` standing for everything before) to the high
+    watermark of fetches made *after* the events in question had been fetched.
+    Their producer wrote them after the key was acknowledged, so the key is below
+    that watermark; a tenant still missing then was never created. One such read
+    answers for every record fetched before it began, so a batch costs at most one
+    read however many unknown tenants it holds. Known tenants cost a set lookup.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        kafka: Kafka,
+        names: TopicNames,
+        *,
+        timeout_s: float = 10.0,
+        on_refresh: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._engine = engine
+        self._kafka = kafka
+        self._tp = TopicPartition(names.physical(TENANTS), 0)
+        self._timeout_s = timeout_s
+        self._on_refresh = on_refresh
+        self._known: set[str] = set()
+        self._position: int | None = None  # next offset of ``tenants`` to read; None: unloaded
+        self._read_since = float("-inf")  # when the last complete read began (monotonic)
+        self._lock = asyncio.Lock()
+        self.refreshes = 0
+
+    def __contains__(self, tenant: object) -> bool:
+        return tenant in self._known
+
+    async def unknown(self, tenants: Iterable[str], fetched_by: float) -> set[str]:
+        """The ``tenants`` that do not exist, judged for records that had all been
+        fetched from Kafka by ``fetched_by`` (a ``time.monotonic()``): reads ``tenants``
+        to its end first, unless a read that began after ``fetched_by`` already did.
+        Raises :class:`TenantsUnavailable` when it cannot read it."""
+        missing = {t for t in tenants if t not in self._known}
+        if not missing:
+            return missing
+        async with self._lock:
+            if self._read_since <= fetched_by:  # no read since: make one
+                await self._refresh()
+        return {t for t in missing if t not in self._known}
+
+    async def _refresh(self) -> None:
+        began = time.monotonic()
+        if self._position is None:
+            position, folded = await self._folded()
+            self._known.update(folded)
+        else:
+            position = self._position
+        self._position = await self._read_from(position)
+        self._read_since = began
+        self.refreshes += 1
+        self._on_refresh()
+
+    async def _folded(self) -> tuple[int, list[str]]:
+        """What this service's consumer has folded, in one snapshot: the offset it
+        stored for ``tenants`` and the tenants of its ``api_keys`` (one statement:
+        the two always agree)."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT (SELECT next_offset FROM consumer_offsets"
+                        " WHERE topic = :t AND partition = :p),"
+                        " ARRAY(SELECT DISTINCT tenant FROM api_keys)"
+                    ),
+                    {"t": self._tp.topic, "p": self._tp.partition},
+                )
+            ).one()
+        return int(row[0] or 0), list(row[1])
+
+    async def _read_from(self, position: int) -> int:
+        """Reads ``tenants`` from ``position`` to the high watermark of this read's
+        own fetches (never ``end_offsets()``: the embedded broker gets it wrong),
+        adding each key's tenant; returns where it stopped."""
+        consumer = AIOKafkaConsumer(
+            **as_connection(self._kafka).client_kwargs(),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a position past a recreated topic's end
+            fetch_max_wait_ms=5,  # an empty fetch is the usual answer: do not linger
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        try:
+            await consumer.start()
+            consumer.assign([self._tp])
+            consumer.seek(self._tp, position)
+            while True:
+                # short polls: an empty one waits out its whole timeout, while the high
+                # watermark of the fetch made meanwhile is what ends the read
+                batch = await consumer.getmany(self._tp, timeout_ms=10)
+                for rec in batch.get(self._tp, []):
+                    try:
+                        event = decode(rec.value, rec.headers or ())
+                    except DecodeError:
+                        continue  # the consumer dead-letters it; no tenant comes of it
+                    if isinstance(event, TenantKeyAdded):
+                        self._known.add(event.tenant)
+                high = consumer.highwater(self._tp)
+                position = await consumer.position(self._tp)
+                if high is not None and position >= high:
+                    return position
+                if loop.time() > deadline:
+                    raise TenantsUnavailable(
+                        f"{self._tp.topic} not read to its end in {self._timeout_s:.0f}s"
+                        f" (at {position}, high watermark {high})"
+                    )
+        except KafkaError as exc:
+            raise TenantsUnavailable(f"cannot read {self._tp.topic}: {exc}") from exc
+        finally:
+            await consumer.stop()
 
 
 async def publish_key_event(

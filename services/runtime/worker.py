@@ -17,15 +17,23 @@ stored in Postgres, never to Kafka's committed ones (those are written too, best
 effort, only so that standard lag tools work).
 
 Before any handler sees an event, the one decode path here checks it: undecodable
-or invalid messages, and events dated more than ``max_clock_skew`` ahead of their
-arrival (they would move a stream clock into the future), are dead-lettered.
+or invalid messages, events dated more than ``max_clock_skew`` ahead of their
+arrival (they would move a stream clock into the future), producers' events with
+negative money, and events of a tenant that does not exist are dead-lettered, each
+with its reason. Whether a tenant exists is the :class:`TenantRegistry`'s answer,
+which reads the ``tenants`` topic to its end before it calls a tenant unknown: a
+tenant created just before its first events is never mistaken for a stranger, even
+when this service has not folded its key yet. Every topic but ``tenants`` itself is
+checked, internal ones included (their producers checked already; the check costs a
+set lookup, and no topic is left that a stray producer could bypass it through).
 
 Transient errors (connection loss, serialization failures, deadlocks) retry the
 batch with exponential backoff. A data error (Postgres refuses a value or a
 constraint: SQLSTATE classes 22 and 23) or a handler error raised while applying a
 batch makes the worker split the batch and dead-letter the record that causes it
 alone, with the error as the reason; the rest of the batch is applied. A handler
-that fails on every event of a batch is retried, but a record that keeps failing
+that fails on every one of its events in a batch (whatever the handlers of other
+topics in it do, the tenants fold say) is retried, but a record that keeps failing
 is dead-lettered after ``max_attempts`` attempts, so no record stalls its partition
 forever.
 """
@@ -46,14 +54,20 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.runtime import offsets
-from services.runtime.admission import clock_skew_violation, record_arrival
+from services.runtime.admission import (
+    clock_skew_violation,
+    negative_money_violation,
+    record_arrival,
+    unknown_tenant,
+)
 from services.runtime.batch import FaultHook, Handler, Inbound, UnitOfWork, keep_first_seen
 from services.runtime.codec import DecodeError, decode
 from services.runtime.connections import KafkaConnection
 from services.runtime.errors import describe_error, is_data_error, is_transient
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.tasks import finish_task, stop_quietly
-from services.runtime.topics import TopicNames
+from services.runtime.tenants import TenantRegistry
+from services.runtime.topics import TENANTS, TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +133,7 @@ class ConsumerWorker:
         linger_ms: int = 50,
         max_clock_skew: timedelta = timedelta(minutes=5),
         max_attempts: int = 5,
+        tenants: TenantRegistry | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -137,6 +152,9 @@ class ConsumerWorker:
         self.linger_ms = linger_ms
         self.max_clock_skew = max_clock_skew
         self.max_attempts = max_attempts
+        self.tenants = tenants or TenantRegistry(
+            engine, kafka, names, on_refresh=metrics.tenant_refreshes.inc
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -331,10 +349,11 @@ class ConsumerWorker:
                 self._positions[tp] = 0
 
     async def _process_with_retry(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        fetched_by = time.monotonic()  # every record of the batch was fetched before now
         delay = 0.1
         while True:
             try:
-                await self._process(records)
+                await self._process(records, fetched_by)
                 return
             except Exception as exc:
                 if not is_transient(exc):
@@ -355,39 +374,52 @@ class ConsumerWorker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def _process(
+        self, records: list[ConsumerRecord[bytes, bytes]], fetched_by: float
+    ) -> None:
         try:
-            await self._apply(records, isolate=False)
+            await self._apply(records, fetched_by, isolate=False)
             return
         except _SplitBatch:
             pass
         # every event of the batch that is not poison itself breaks the handler: a bug
         # or an outage, not poison. Dead-lettering the whole stream would be the worst
         # answer; apply what comes before the first failure, then rewind and retry.
-        broken = len(records) > 1 and await self._handler_broken(records)
+        broken = await self._broken_handlers(records, fetched_by) if len(records) > 1 else set()
         for record in records:
             try:
-                await self._apply([record], isolate=True)
+                await self._apply([record], fetched_by, isolate=True)
             except _Poison as poison:
-                if broken and poison.kind == "handler":
+                if poison.kind == "handler" and id(self._handler_of(poison.record)) in broken:
                     raise HandlerBroken(poison.record, poison.reason) from None
                 await self._dead_letter_alone(poison.record, poison.reason)
 
-    async def _handler_broken(self, records: list[ConsumerRecord[bytes, bytes]]) -> bool:
-        """True when the handler fails on two or more records of the batch and passes
-        on none; records that are poison of their own kind (undecodable, refused, a
-        data error) or already applied tell nothing either way. Each record is tried
-        alone, exactly as it would be applied, in a transaction that is rolled back."""
-        failed = 0
+    def _handler_of(self, record: ConsumerRecord[bytes, bytes]) -> Handler:
+        return self.handlers[self.names.logical(record.topic)]
+
+    async def _broken_handlers(
+        self, records: list[ConsumerRecord[bytes, bytes]], fetched_by: float
+    ) -> set[int]:
+        """The handlers (by ``id``) that fail on two or more records of the batch and
+        pass on none. A record tells only of its own topic's handler (the tenants
+        fold passing says nothing of a broken service handler), and records that are
+        poison of their own kind (undecodable, refused, a data error) or already
+        applied tell nothing either way. Each record is tried alone, exactly as it
+        would be applied, in a transaction that is rolled back."""
+        failed: Counter[int] = Counter()
+        passed: set[int] = set()
         for record in records:
+            handler = id(self._handler_of(record))
+            if handler in passed:
+                continue
             try:
-                await self._apply([record], isolate=True, trial=True)
+                await self._apply([record], fetched_by, isolate=True, trial=True)
             except _RollBack as trial:
                 if trial.handled:
-                    return False
+                    passed.add(handler)
             except _Poison as poison:
-                failed += poison.kind == "handler"
-        return failed >= 2
+                failed[handler] += poison.kind == "handler"
+        return {h for h, n in failed.items() if n >= 2 and h not in passed}
 
     async def _dead_letter_alone(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         topic = self.names.logical(record.topic)
@@ -412,9 +444,11 @@ class ConsumerWorker:
 
     def admit(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> Inbound | str:
         """The one decode path: ``record`` as an event a handler may see, or the reason
-        to dead-letter it — not a valid catalogued CloudEvent, or dated more than
+        to dead-letter it — not a valid catalogued CloudEvent, dated more than
         ``max_clock_skew`` ahead of its arrival (its Kafka timestamp; ``now``, the
-        wall clock, when it has none)."""
+        wall clock, when it has none), or a producer's event with negative money.
+        Whether its tenant exists is asked of the registry, for a whole batch at once
+        (:meth:`_admit_batch`)."""
         try:
             event = decode(record.value, record.headers or ())
         except DecodeError as exc:
@@ -423,25 +457,49 @@ class ConsumerWorker:
         too_early = clock_skew_violation(event.time, arrival or now, self.max_clock_skew)
         if too_early is not None:
             return too_early
+        negative = negative_money_violation(event)
+        if negative is not None:
+            return negative
         topic = self.names.logical(record.topic)
         return Inbound(event, topic, record.partition, record.offset, record, arrival)
 
+    async def _admit_batch(
+        self, records: list[ConsumerRecord[bytes, bytes]], fetched_by: float
+    ) -> tuple[list[Inbound], list[tuple[ConsumerRecord[bytes, bytes], str]]]:
+        """:meth:`admit` for each record, then whether the tenants of those admitted
+        exist (one registry call for the batch; records fetched by ``fetched_by``):
+        the events handlers may see, and the records to dead-letter with their
+        reasons, each list in the records' order."""
+        now = datetime.now(UTC)
+        admitted = [(r, self.admit(r, now)) for r in records]
+        tenants = {
+            a.event.tenant for _, a in admitted if isinstance(a, Inbound) and a.topic != TENANTS
+        }
+        unknown = await self.tenants.unknown(tenants, fetched_by) if tenants else set()
+        decoded: list[Inbound] = []
+        poison: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        for r, a in admitted:
+            if isinstance(a, Inbound) and a.topic != TENANTS and a.event.tenant in unknown:
+                a = unknown_tenant(a.event.tenant)
+            if isinstance(a, str):
+                poison.append((r, a))
+            else:
+                decoded.append(a)
+        return decoded, poison
+
     async def _apply(
-        self, records: list[ConsumerRecord[bytes, bytes]], *, isolate: bool, trial: bool = False
+        self,
+        records: list[ConsumerRecord[bytes, bytes]],
+        fetched_by: float,
+        *,
+        isolate: bool,
+        trial: bool = False,
     ) -> None:
         """Applies ``records`` in one transaction. A failure that is not transient
         raises :class:`_SplitBatch` for a batch, :class:`_Poison` for an isolated
         record; a ``trial`` always ends in :class:`_RollBack`."""
         started = time.perf_counter()
-        decoded: list[Inbound] = []
-        poison: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
-        now = datetime.now(UTC)
-        for r in records:
-            admitted = self.admit(r, now)
-            if isinstance(admitted, str):
-                poison.append((r, admitted))
-            else:
-                decoded.append(admitted)
+        decoded, poison = await self._admit_batch(records, fetched_by)
 
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, self.names, self.service)

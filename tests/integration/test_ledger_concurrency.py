@@ -19,6 +19,7 @@ from services.runtime.errors import is_transient
 from services.runtime.service import ServiceRuntime
 from tests.kafka_helpers import produce
 from tests.ledger_harness import Harness, ledger_engine, offer_issued, usd
+from tests.tenants import create_tenant
 
 T0 = datetime(2026, 5, 4, tzinfo=UTC)
 CAP = 250_000  # 2,500.00 USD a month for the whole program
@@ -111,6 +112,7 @@ async def test_several_consumer_instances_share_one_budget_on_the_broker(
     program = load_ledger_program(capped())
     instances = [ServiceRuntime(spec(program), settings) for _ in range(3)]
     tenant = "acme"
+    await create_tenant(settings, tenant)
     demand = 600  # 600 grants of 10.00 USD against 2,500.00: 250 fit
     try:
         await asyncio.gather(*(rt.start() for rt in instances))

@@ -28,6 +28,7 @@ from tests.kafka_helpers import (
     wait_consumed,
     wait_published,
 )
+from tests.tenants import create_tenant
 from tests.unit.segmenter_events import at, key_action, login, subscribed
 
 
@@ -137,6 +138,7 @@ async def run_history(
             "batch_max_records": max_records,
         }
     )
+    await create_tenant(local, "acme")
     await feed(local, events)
     rt = ServiceRuntime(spec(load(local), None), local)
     await rt.start()
@@ -188,6 +190,7 @@ async def test_live_mode_rolls_days_over_when_a_round_of_ticks_is_read_everywher
     ticks = round_ticks("acme", later, partitions)
     assert len(ticks) == 3 * local.partitions
     app = create_app(local)
+    await create_tenant(local, "acme")
     async with running(app):  # creates the topics with their partitions
         rt = runtime_of(app)
         await feed(local, events)

@@ -1,16 +1,23 @@
-"""The runtime's admission rules as pure functions: the clock-skew check and the
-arrival time of a record."""
+"""The runtime's admission rules as pure functions: the clock-skew check, the
+arrival time of a record, negative money and the unknown tenant's reason."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from services.runtime.admission import clock_skew_violation, record_arrival
+from schemas import Money
+from services.runtime.admission import (
+    clock_skew_violation,
+    negative_money_violation,
+    record_arrival,
+    unknown_tenant,
+)
 from services.runtime.config import Settings
 
 ARRIVAL = datetime(2026, 12, 1, 8, tzinfo=UTC)
@@ -82,3 +89,59 @@ def test_the_settings_take_durations_like_program_files(monkeypatch: pytest.Monk
     monkeypatch.setenv("LOYALTY_MAX_ATTEMPTS", "0")
     with pytest.raises(ValidationError, match="max_attempts"):
         Settings()
+
+
+def _subscription(mrr: int) -> Any:
+    from schemas import EVENT_ADAPTER
+
+    return EVENT_ADAPTER.validate_python(
+        {
+            "id": "e1",
+            "source": "billing",
+            "type": "billing.subscription_updated",
+            "subject": "acct-1",
+            "tenant": "acme",
+            "time": ARRIVAL,
+            "data": {
+                "plan": "business",
+                "interval": "month",
+                "seats_purchased": 10,
+                "mrr": {"amount": mrr, "currency": "USD"},
+                "renewal_date": "2027-06-01",
+                "status": "active",
+            },
+        }
+    )
+
+
+def test_a_negative_mrr_from_a_producer_is_refused_with_its_path() -> None:
+    assert negative_money_violation(_subscription(50_000)) is None
+    assert negative_money_violation(_subscription(0)) is None
+    assert (
+        negative_money_violation(_subscription(-1))
+        == "data.mrr.amount: must not be negative; got -1"
+    )
+
+
+def test_money_nested_in_a_system_event_is_not_judged_as_a_producers() -> None:
+    from schemas.events import CreditRejected, CreditRejectedData
+
+    rejected = CreditRejected(
+        id="r1",
+        source="ledger",
+        type="credit.rejected",
+        subject="acct-1",
+        tenant="acme",
+        time=ARRIVAL,
+        data=CreditRejectedData(
+            offer_id="o1",
+            amount=Money(amount=100, currency="USD"),
+            reason="cap",
+            headroom=Money(amount=-5, currency="USD"),
+        ),
+    )
+    assert negative_money_violation(rejected) is None
+
+
+def test_an_unknown_tenant_is_named_in_the_reason() -> None:
+    assert unknown_tenant("ghost") == "unknown tenant 'ghost'"
