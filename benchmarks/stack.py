@@ -32,6 +32,13 @@ S = TypeVar("S", bound=Settings)
 
 
 async def load_topic(kafka: Kafka, names: TopicNames, events: list[Event]) -> None:
+    """Puts the events on their topics, their tenants created first (as an operator
+    would: the consumers dead-letter the events of a tenant that does not exist)."""
+    from services.runtime.tenants import key_added_event, new_api_key, publish_key_event
+
+    for tenant in sorted({e.tenant for e in events}):
+        # the callers created the topics: the partition count only matters for missing ones
+        await publish_key_event(kafka, names, 1, key_added_event(tenant, new_api_key()))
     producer = make_producer(kafka, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
