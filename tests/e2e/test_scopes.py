@@ -125,6 +125,7 @@ async def test_every_route_lets_in_exactly_the_scopes_it_allows(settings: Settin
         )
         assert made.status_code == 201, made.text
         fresh = made.json()["key"]
+        assert await _until(clients[0], fresh, 403, "/v1/keys") == 403  # known, not admin
         for client in clients[1:]:
             assert await _until(client, fresh, 200, probe[client]) == 200
         for _ in range(150):  # ingest folds its own key events from the topic too
@@ -153,3 +154,7 @@ async def test_every_route_lets_in_exactly_the_scopes_it_allows(settings: Settin
         assert revoked.json() == {"key_id": rotated.json()["key_id"], "revoked_by": "admin-holder"}
         for client in clients[1:]:
             assert await _until(client, new, 401, probe[client]) == 401
+        # ingest too: a read key gets 403 on its admin routes while it is valid, 401 once
+        # revoked (it is refused before its scope is weighed)
+        for gone in (fresh, new):
+            assert await _until(clients[0], gone, 401, "/v1/keys") == 401
