@@ -9,9 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.events import CATALOG
+from schemas.events import CATALOG, Event
 
 JSON_DIR = Path(__file__).parent / "json"
+
+
+def schema_id(event_type: str, model: type[Event]) -> str:
+    """The ``$id`` of an event type's JSON Schema (the AsyncAPI document names it too)."""
+    return f"urn:loyalty:event:{event_type}:v{model.VERSION}"
 
 
 def render() -> dict[str, str]:
@@ -19,7 +24,7 @@ def render() -> dict[str, str]:
     out: dict[str, str] = {}
     for event_type, model in sorted(CATALOG.items()):
         schema = model.model_json_schema()
-        schema["$id"] = f"urn:loyalty:event:{event_type}:v{model.VERSION}"
+        schema["$id"] = schema_id(event_type, model)
         out[f"{event_type}.v{model.VERSION}.json"] = json.dumps(schema, indent=2) + "\n"
     return out
 

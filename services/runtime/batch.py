@@ -17,6 +17,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas import AnyEvent, Event
+from schemas.topics import (
+    DLQ_REASON,
+    DLQ_REASON_MAX_BYTES,
+    DLQ_SERVICE,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+)
 from services.runtime.codec import KafkaMessage, encode
 from services.runtime.topics import TopicNames
 
@@ -70,11 +78,11 @@ class UnitOfWork:
     ) -> None:
         headers = [
             *(record.headers or ()),
-            ("dlq_reason", reason.encode()[:4000]),
-            ("dlq_service", service.encode()),
-            ("dlq_source_topic", record.topic.encode()),
-            ("dlq_source_partition", str(record.partition).encode()),
-            ("dlq_source_offset", str(record.offset).encode()),
+            (DLQ_REASON, reason.encode()[:DLQ_REASON_MAX_BYTES]),
+            (DLQ_SERVICE, service.encode()),
+            (DLQ_SOURCE_TOPIC, record.topic.encode()),
+            (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
+            (DLQ_SOURCE_OFFSET, str(record.offset).encode()),
         ]
         self._rows.append(
             _outbox_row(self.names.dlq(logical_topic), record.key, record.value, headers)

@@ -17,10 +17,11 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from schemas import EVENT_ADAPTER, AnyEvent, Event
+from schemas.topics import KAFKA_ATTRIBUTES
 
 Headers = list[tuple[str, bytes]]
 
-_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "tenant")
+_ATTRIBUTES = KAFKA_ATTRIBUTES
 CONTENT_TYPE = "application/json"
 # names of the event model that are not CloudEvents attributes: never from a header
 _NOT_ATTRIBUTES = frozenset({"ce_extensions", "ce_data"})

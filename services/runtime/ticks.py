@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas import Event
 from schemas.events import ClockTick, ClockTickData, ClockWatermark, ClockWatermarkData
+from schemas.topics import INPUT_TOPICS
 from services.runtime.batch import Inbound
 from services.runtime.codec import encode
 from services.runtime.connections import KafkaConnection
@@ -50,7 +51,7 @@ from services.runtime.topics import TopicNames
 
 log = logging.getLogger(__name__)
 
-TICKED_TOPICS = ("events.product", "events.billing", "events.support")
+TICKED_TOPICS = INPUT_TOPICS
 """The input topics every round writes a tick to, on each partition."""
 
 SOURCE = "loyalty/ticker"

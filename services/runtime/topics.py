@@ -20,24 +20,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+# the topic contract lives in schemas/ (the AsyncAPI document is made from it)
+from schemas.topics import ACCOUNT_TOPICS as ACCOUNT_TOPICS
+from schemas.topics import DLQ_SUFFIX as DLQ_SUFFIX
+from schemas.topics import INCARNATION as INCARNATION
+from schemas.topics import TENANTS as TENANTS
 from services.runtime.connections import Kafka, as_connection
 
 log = logging.getLogger(__name__)
-
-ACCOUNT_TOPICS = (
-    "events.product",
-    "events.billing",
-    "events.support",
-    "segments.changes",
-    "offers.decisions",
-    "credits.decisions",
-    "insights.signals",
-)
-"""Contract topics, all keyed ``{tenant}:{account}`` and co-partitioned."""
-
-TENANTS = "tenants"
-INCARNATION = "loyalty.incarnation"
-DLQ_SUFFIX = ".dlq"
 
 
 class TopicNames:
