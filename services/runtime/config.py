@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.topics import DEFAULT_PARTITIONS
 from services.common.durations import parse_duration
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
@@ -17,6 +18,7 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 DatabaseSslMode = Literal["disable", "prefer", "require", "verify-ca", "verify-full"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -56,7 +58,7 @@ class Settings(BaseSettings):
     database_ssl_key: FilePath | None = None
     topic_prefix: str = ""
     program: Path | None = None
-    partitions: int = Field(default=6, ge=1)
+    partitions: int = Field(default=DEFAULT_PARTITIONS, ge=1)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     batch_max_records: int = Field(default=2_000, ge=1)
     consumer_poll_ms: int = Field(default=200, ge=1)
@@ -76,6 +78,10 @@ class Settings(BaseSettings):
     # without traffic (services/runtime/ticks.py). "0s" turns ticking off.
     tick_interval: timedelta = timedelta(minutes=1)
     demo_api_key: SecretStr | None = None
+    # "text" lines for a terminal, or "json": one object per line with the tenant,
+    # service and event id when known (services/runtime/logs.py). The CLI reads it
+    # before anything else, to set up logging; here it is checked with the rest.
+    log_format: LogFormat = "text"
 
     @field_validator("max_clock_skew", "tick_interval", mode="before")
     @classmethod

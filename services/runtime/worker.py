@@ -53,6 +53,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from schemas.topics import consumer_group
 from services.runtime import offsets
 from services.runtime.admission import (
     clock_skew_violation,
@@ -64,6 +65,7 @@ from services.runtime.batch import FaultHook, Handler, Inbound, UnitOfWork, keep
 from services.runtime.codec import DecodeError, decode
 from services.runtime.connections import KafkaConnection
 from services.runtime.errors import describe_error, is_data_error, is_transient
+from services.runtime.logs import record_context
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.tasks import finish_task, stop_quietly
 from services.runtime.tenants import TenantRegistry
@@ -143,7 +145,7 @@ class ConsumerWorker:
         self.names = names
         self.handlers = handlers
         self.metrics = metrics
-        self.group_id = group_id or names.physical(f"loyalty.{service}")
+        self.group_id = group_id or names.physical(consumer_group(service))
         self.on_committed = on_committed
         self.fault = fault or (lambda step: None)
         self.session_timeout_ms = session_timeout_ms
@@ -278,6 +280,7 @@ class ConsumerWorker:
             self.max_attempts,
             exc,
             exc_info=exc,
+            extra=self._context(record),
         )
         gave_up = False
         if attempts >= self.max_attempts:
@@ -421,6 +424,16 @@ class ConsumerWorker:
                 failed[handler] += poison.kind == "handler"
         return {h for h, n in failed.items() if n >= 2 and h not in passed}
 
+    def _context(self, record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+        """The log extras of a record: service, topic, partition, offset, tenant, event id."""
+        return record_context(
+            self.service,
+            self.names.logical(record.topic),
+            record.partition,
+            record.offset,
+            record.headers,
+        )
+
     async def _dead_letter_alone(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         topic = self.names.logical(record.topic)
         async with self.engine.begin() as conn:
@@ -440,6 +453,7 @@ class ConsumerWorker:
             record.partition,
             record.offset,
             reason,
+            extra=self._context(record),
         )
 
     def admit(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> Inbound | str:
@@ -564,6 +578,7 @@ class ConsumerWorker:
                 item.partition,
                 item.offset,
                 why,
+                extra=self._context(item.record),
             )
         for r, reason in poison:
             self.metrics.dead_lettered(self.names.logical(r.topic)).inc()
@@ -574,6 +589,7 @@ class ConsumerWorker:
                 r.partition,
                 r.offset,
                 reason,
+                extra=self._context(r),
             )
         for r in records:
             self._positions[TopicPartition(r.topic, r.partition)] = r.offset + 1
