@@ -218,39 +218,82 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
         ),
     ),
     (
-        "Business",
+        "HTTP",
         (
             PanelSpec(
-                "Offer decisions per minute",
-                "Records published on offers.decisions per minute (offer.issued,"
-                " offer.held_out and the lifecycle events).",
-                "short",
+                "HTTP requests by route and status",
+                "Requests answered per second, per service, route template and status"
+                " (loyalty_http_requests_total; the route is a template, never an id).",
+                "reqps",
                 (
                     Query(
-                        _rate(
-                            "loyalty_messages_published_total",
-                            "topic",
-                            '{topic="offers.decisions"}',
-                        )
-                        + " * 60",
-                        "offers.decisions",
+                        _rate("loyalty_http_requests_total", "service, route, status"),
+                        "{{service}} {{route}} {{status}}",
                     ),
                 ),
             ),
             PanelSpec(
-                "Credit decisions per minute",
-                "Records published on credits.decisions per minute (credit.granted,"
-                " credit.rejected, credit.pending_approval, credit.expired).",
+                "HTTP latency p95 by route",
+                "The 95th percentile of the time to answer, per service and route template.",
+                "s",
+                (
+                    Query(
+                        "histogram_quantile(0.95, "
+                        + _rate("loyalty_http_request_seconds_bucket", "service, route, le")
+                        + ")",
+                        "p95 {{service}} {{route}}",
+                    ),
+                ),
+            ),
+            PanelSpec(
+                "HTTP server errors",
+                "5xx answers per second, per service and route (problems of type"
+                " internal-error or unavailable).",
+                "reqps",
+                (
+                    Query(
+                        _rate("loyalty_http_requests_total", "service, route", '{status=~"5.."}'),
+                        "{{service}} {{route}}",
+                    ),
+                ),
+            ),
+        ),
+    ),
+    (
+        "Business",
+        (
+            PanelSpec(
+                "Decisions per minute by type",
+                "Records published on offers.decisions and credits.decisions per minute, by"
+                " event type (offer.issued, offer.held_out, credit.granted, ...).",
+                "short",
+                (
+                    Query(
+                        _rate(
+                            "loyalty_messages_published_total",
+                            "type",
+                            '{topic=~"offers.decisions|credits.decisions"}',
+                        )
+                        + " * 60",
+                        "{{type}}",
+                    ),
+                ),
+            ),
+            PanelSpec(
+                "Credit granted per minute",
+                "credit.granted records the ledger published per minute: what billing"
+                " receives. Flat at zero while offers are issued is an alert"
+                " (LoyaltyNoCreditDecisions).",
                 "short",
                 (
                     Query(
                         _rate(
                             "loyalty_messages_published_total",
                             "topic",
-                            '{topic="credits.decisions"}',
+                            '{topic="credits.decisions", type="credit.granted"}',
                         )
                         + " * 60",
-                        "credits.decisions",
+                        "credit.granted",
                     ),
                 ),
             ),

@@ -1,7 +1,8 @@
 """Prometheus metrics of the runtime, one registry per service instance.
 
 No metric carries a tenant, an account or any other customer value as a label:
-labels are the service, the logical topic and the partition only, so ``/metrics``
+labels are the service, the topic, the partition, the event type and an HTTP route
+*template* (``/v1/accounts/{account_id}``), method and status only, so ``/metrics``
 tells an operator how the system runs, never whose data it holds or how much of
 it. Keep it so (per-tenant figures belong in the tenant-scoped APIs), and serve
 ``/metrics`` on the operators' network only (deploy/README.md)."""
@@ -75,9 +76,23 @@ class RuntimeMetrics:
         )
         self.published = Counter(
             "loyalty_messages_published_total",
-            "Messages the outbox relay published.",
-            ["topic"],
+            "Messages the outbox relay published, by topic and event type.",
+            ["topic", "type"],
             registry=self.registry,
+        ).labels
+        self.http_requests = Counter(
+            "loyalty_http_requests_total",
+            "HTTP requests answered, by route template (never the path itself, which may"
+            " hold an account or offer id), method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        ).labels
+        self.http_seconds = Histogram(
+            "loyalty_http_request_seconds",
+            "Time to answer an HTTP request, by route template and method.",
+            ["route", "method"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         ).labels
         self.lag = Gauge(
             "loyalty_consumer_lag",

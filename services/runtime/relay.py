@@ -193,5 +193,13 @@ class OutboxRelay:
                 backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
         self.metrics.outbox_backlog.set(backlog)
         for row in rows:
-            self.metrics.published(row[1]).inc()
+            self.metrics.published(row[1], _event_type(row[4])).inc()
         return len(rows)
+
+
+def _event_type(headers: str | list[Any]) -> str:
+    """The ``ce_type`` of an outbox row's headers ('' for a message without one)."""
+    for name, value in headers_from_json(headers):
+        if name == "ce_type":
+            return value.decode(errors="replace")
+    return ""

@@ -31,6 +31,7 @@ from services.runtime.config import Settings
 from services.runtime.connections import kafka_connection
 from services.runtime.db import RUNTIME_MIGRATIONS, engine_for, migrate
 from services.runtime.housekeeping import housekeeper
+from services.runtime.http_metrics import HttpMetrics
 from services.runtime.metrics import RuntimeMetrics
 from services.runtime.problems import (
     MISSING_SCOPE,
@@ -332,6 +333,15 @@ class Readiness(BaseModel):
     partitions: int = Field(ge=0, description="Partitions assigned to this instance.")
 
 
+class Whoami(BaseModel):
+    """The caller of a key: what audits name it (``holder``) and what it may do."""
+
+    tenant: str
+    scope: Scope
+    holder: str
+    key_id: str = Field(description="The key's public id (as ``GET /v1/keys`` lists it).")
+
+
 class ServiceApp(FastAPI):
     """A service's FastAPI app, whose OpenAPI document tells how its errors look."""
 
@@ -370,6 +380,7 @@ def base_app(
         responses=problems({500: "an internal error (logged)"}),
     )
     install_problem_handlers(app)
+    app.add_middleware(HttpMetrics, metrics=runtime.metrics)
     app.state.runtime = runtime
     app.state.tenant_keys = runtime.tenant_keys
 
@@ -404,5 +415,13 @@ def base_app(
     async def metrics() -> Response:
         """The service's Prometheus metrics (topic throughput, lag, errors, dead letters)."""
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/whoami", tags=["keys"], responses=TENANT_PROBLEMS)
+    async def whoami(caller: Annotated[Caller, Depends(current_caller)]) -> Whoami:
+        """Who the bearer key says the caller is: its tenant, scope and holder (any
+        scope may ask; a console learns from it what to offer)."""
+        return Whoami(
+            tenant=caller.tenant, scope=caller.scope, holder=caller.holder, key_id=caller.key_id
+        )
 
     return app

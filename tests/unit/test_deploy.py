@@ -42,7 +42,18 @@ NO_PROMTOOL = (
 
 # labels the queries may group or match by: the engine's own, and the target labels
 # Prometheus adds (job, instance, and `service` from prometheus.yml)
-KNOWN_LABELS = {"service", "topic", "partition", "le", "job", "instance"}
+KNOWN_LABELS = {
+    "service",
+    "topic",
+    "partition",
+    "le",
+    "type",
+    "route",
+    "method",
+    "status",
+    "job",
+    "instance",
+}
 PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
 
 
@@ -154,8 +165,10 @@ def test_the_dashboard_has_the_panels_an_sre_needs() -> None:
         "loyalty_messages_dead_lettered_total",
         "loyalty_outbox_backlog",
         "rate(loyalty_messages_published_total",
-        'topic="offers.decisions"',
-        'topic="credits.decisions"',
+        'topic=~"offers.decisions|credits.decisions"',
+        'type="credit.granted"',
+        "rate(loyalty_http_requests_total",
+        "loyalty_http_request_seconds_bucket",
     ):
         assert needed in exprs, needed
     assert all(p["datasource"]["uid"] == "${datasource}" for p in panels)
