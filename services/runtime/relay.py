@@ -56,8 +56,10 @@ class OutboxRelay:
         metrics: RuntimeMetrics,
         fault: FaultHook | None = None,
         batch_size: int = 2_000,
+        topic_prefix: str = "",
     ) -> None:
         self.service = service
+        self.topic_prefix = topic_prefix  # metrics name the logical topic, as the worker's
         self.engine = engine
         self.kafka = kafka
         self.metrics = metrics
@@ -193,7 +195,8 @@ class OutboxRelay:
                 backlog = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
         self.metrics.outbox_backlog.set(backlog)
         for row in rows:
-            self.metrics.published(row[1], _event_type(row[4])).inc()
+            topic = row[1].removeprefix(self.topic_prefix)
+            self.metrics.published(topic, _event_type(row[4])).inc()
         return len(rows)
 
 

@@ -84,6 +84,7 @@ class ServiceRuntime:
             kafka=self.kafka,
             metrics=self.metrics,
             fault=fault,
+            topic_prefix=settings.topic_prefix,
         )
         handlers = {TENANTS: fold_tenant_keys, **spec.handlers}
         self.worker = ConsumerWorker(
