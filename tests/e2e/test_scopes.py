@@ -22,13 +22,16 @@ LETS_IN = {
     "read": {"read", "approve", "admin"},
     "approve": {"approve", "admin"},
     "admin": {"admin"},
+    "any": set(SCOPES),
 }
 """Route scope -> the key scopes it lets in (the README's Security section)."""
 
 
 def route_scope(method: str, path: str) -> str:
     """What each route needs, written down independently of the code."""
-    if path.startswith("/v1/keys"):
+    if path == "/v1/whoami":
+        return "any"
+    if path.startswith(("/v1/keys", "/v1/dead-letters")):
         return "admin"
     if method == "GET":
         return "read"
