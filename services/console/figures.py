@@ -14,22 +14,15 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from schemas.topics import ACCOUNT_TOPICS, TENANTS
+
 CONSUMED = "loyalty_messages_consumed_total"
 PUBLISHED = "loyalty_messages_published_total"
 DEAD_LETTERED = "loyalty_messages_dead_lettered_total"
 LAG = "loyalty_consumer_lag"
 BACKLOG = "loyalty_outbox_backlog"
 DECISION_TOPICS = ("offers.decisions", "credits.decisions")
-TOPICS = (
-    "events.product",
-    "events.billing",
-    "events.support",
-    "segments.changes",
-    "offers.decisions",
-    "credits.decisions",
-    "insights.signals",
-    "tenants",
-)
+TOPICS = (*ACCOUNT_TOPICS, TENANTS)
 """The logical topics (architecture): labels naming a physical topic (with the
 deployment's ``LOYALTY_TOPIC_PREFIX``) are folded onto these."""
 

@@ -44,7 +44,8 @@ Topic = Literal[
     "credits.decisions.dlq",
     "insights.signals.dlq",
 ]
-"""A source topic or its dead-letter topic (logical names, without the prefix)."""
+"""A source topic or its dead-letter topic (logical names, without the prefix); spelt
+out for the OpenAPI enum, and checked against schemas.topics by tests/unit/test_dlq.py."""
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[^\x00]*$")]
 _FOUND = problems({404: "no dead letter of this id in the tenant"})
 _OPEN = problems(

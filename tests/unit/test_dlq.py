@@ -152,3 +152,12 @@ def test_a_dead_letter_older_than_the_dedupe_retention_is_not_replayed() -> None
     assert not dlq.too_old(e, e.dead_lettered_at + timedelta(days=28), month)
     assert dlq.too_old(e, e.dead_lettered_at + timedelta(days=29, hours=1), month)
     assert not dlq.too_old(e, e.dead_lettered_at + timedelta(days=999), None)
+
+
+def test_the_api_topic_enum_is_the_topic_contract() -> None:
+    from typing import get_args
+
+    from schemas.topics import ACCOUNT_TOPICS, DLQ_SUFFIX
+    from services.ingest.dead_letters import Topic
+
+    assert set(get_args(Topic)) == {*ACCOUNT_TOPICS, *(t + DLQ_SUFFIX for t in ACCOUNT_TOPICS)}
