@@ -340,6 +340,22 @@ def select(entries: Iterable[DeadLetter], query: Query) -> Page:
     return Page(page, page[-1].id if more and page else None)
 
 
+def fold_copies(entries: Iterable[DeadLetter]) -> list[DeadLetter]:
+    """The entries without the copies of one: the same service's dead letter of the
+    same source record written twice (a consumer that dead-lettered it and was then
+    rewound or rebalanced before its offset was stored, or a relay that resent it)
+    is one dead letter, the first written (the lowest offset of its topic)."""
+    seen: set[tuple[str, str | None, tuple[str, int | None, int | None]]] = set()
+    out = []
+    for e in sorted(entries, key=lambda e: (e.topic, e.partition, e.offset)):
+        key = (e.topic, e.service, e.source)
+        if e.source[1] is not None and key in seen:
+            continue
+        seen.add(key)
+        out.append(e)
+    return out
+
+
 def _order(dead_letter_id: str) -> tuple[str, int, int]:
     try:
         return parse_id(dead_letter_id)
@@ -561,7 +577,7 @@ class DeadLetters:
             max_records=max_records or self.max_records,
             timeout_s=self.timeout_s,
         )
-        return await self.book.with_status(entries)
+        return fold_copies(await self.book.with_status(entries))
 
     async def page(self, query: Query, tenant: str | None = None) -> Page:
         """The page of dead letters ``query`` asks for that ``tenant`` may see."""

@@ -161,3 +161,16 @@ def test_the_api_topic_enum_is_the_topic_contract() -> None:
     from services.ingest.dead_letters import Topic
 
     assert set(get_args(Topic)) == {*ACCOUNT_TOPICS, *(t + DLQ_SUFFIX for t in ACCOUNT_TOPICS)}
+
+
+def test_copies_of_one_services_dead_letter_fold_into_the_first() -> None:
+    first = record(3, service="ledger", source_offset=40)
+    copy = record(5, service="ledger", source_offset=40)  # rewound, dead-lettered again
+    other_service = record(4, service="offers", source_offset=40)  # a sibling, not a copy
+    other_record = record(6, service="ledger", source_offset=41)
+    folded = dlq.fold_copies([copy, other_record, first, other_service])
+    assert [e.id for e in folded] == [
+        "events.billing.dlq:2:3",
+        "events.billing.dlq:2:4",
+        "events.billing.dlq:2:6",
+    ]
