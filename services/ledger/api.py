@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -14,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import CreditGranted, CreditPendingApproval, CreditRejected, OfferIssued
 from services.ledger.adapters.db import PostgresLedgerRepository
@@ -222,6 +225,19 @@ async def _read(request: Request, sql: str, params: dict[str, Any]) -> list[dict
     async with request.app.state.runtime.engine.connect() as conn:
         result = await conn.execute(text(sql), params)
         return [dict(r._mapping) for r in result]
+
+
+@asynccontextmanager
+async def _snapshot(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A read-only transaction whose reads all see one snapshot (REPEATABLE READ)."""
+    async with request.app.state.runtime.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            yield conn
+
+
+async def _rows(conn: AsyncConnection, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in await conn.execute(text(sql), params)]
 
 
 _APPROVALS = (
@@ -434,32 +450,36 @@ async def statement(account_id: PathId, tenant: TenantDep, request: Request) -> 
     """Balance per currency, credit pending approval, and every credit with its
     grant, redemptions and expiry."""
     params = {"t": tenant, "a": account_id}
-    balances = await _read(
-        request,
-        "SELECT currency, -sum(amount) AS balance FROM entries WHERE tenant = :t"
-        " AND ledger_account = 'customer_credit:' || :a GROUP BY currency ORDER BY currency",
-        params,
-    )
-    pending = await _read(
-        request,
-        "SELECT currency, -sum(amount) AS pending FROM entries WHERE tenant = :t"
-        " AND ledger_account = 'pending_credit:' || :a GROUP BY currency ORDER BY currency",
-        params,
-    )
-    credits = await _read(
-        request,
-        "SELECT credit_id, offer_id, kind, tier, amount, currency, granted_at, expires_at,"
-        " redeemed, expired, amount - redeemed - expired AS remaining FROM credits"
-        " WHERE tenant = :t AND account = :a ORDER BY granted_at, credit_id",
-        params,
-    )
-    moves = await _read(
-        request,
-        "SELECT m.credit_id, m.kind, m.amount, t.booked_at AS at, t.description, m.txn_id"
-        " FROM credit_moves m JOIN transactions t USING (txn_id) JOIN credits c USING (credit_id)"
-        " WHERE c.tenant = :t AND c.account = :a ORDER BY t.booked_at, m.txn_id",
-        params,
-    )
+    # one snapshot: a booking between two of these reads (a redemption, say) would
+    # show its move with the balance from before it
+    async with _snapshot(request) as conn:
+        balances = await _rows(
+            conn,
+            "SELECT currency, -sum(amount) AS balance FROM entries WHERE tenant = :t"
+            " AND ledger_account = 'customer_credit:' || :a GROUP BY currency ORDER BY currency",
+            params,
+        )
+        pending = await _rows(
+            conn,
+            "SELECT currency, -sum(amount) AS pending FROM entries WHERE tenant = :t"
+            " AND ledger_account = 'pending_credit:' || :a GROUP BY currency ORDER BY currency",
+            params,
+        )
+        credits = await _rows(
+            conn,
+            "SELECT credit_id, offer_id, kind, tier, amount, currency, granted_at, expires_at,"
+            " redeemed, expired, amount - redeemed - expired AS remaining FROM credits"
+            " WHERE tenant = :t AND account = :a ORDER BY granted_at, credit_id",
+            params,
+        )
+        moves = await _rows(
+            conn,
+            "SELECT m.credit_id, m.kind, m.amount, t.booked_at AS at, t.description, m.txn_id"
+            " FROM credit_moves m JOIN transactions t USING (txn_id)"
+            " JOIN credits c USING (credit_id)"
+            " WHERE c.tenant = :t AND c.account = :a ORDER BY t.booked_at, m.txn_id",
+            params,
+        )
     by_credit: dict[str, list[dict[str, Any]]] = {}
     for m in moves:
         by_credit.setdefault(m.pop("credit_id"), []).append(m)
