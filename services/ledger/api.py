@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import CreditGranted, CreditPendingApproval, CreditRejected, OfferIssued
 from services.ledger.adapters.db import PostgresLedgerRepository
-from services.ledger.domain.decide import GrantRequest
+from services.ledger.domain.decide import BudgetKey, GrantRequest, Room, rooms
+from services.ledger.domain.program import LedgerProgram
 from services.ledger.domain.settle import Approval, approval_step
 from services.ledger.handlers import Books
 from services.runtime.batch import UnitOfWork
@@ -60,6 +61,23 @@ CreditAnswer = Annotated[
 DecisionStatus = Literal["granted", "rejected", "pending"]
 
 
+class CapRoom(BaseModel):
+    """One cap a pending grant counts against, as it stands at the ledger's stream
+    time for the grant's partition."""
+
+    cap: str = Field(description="The cap, as decisions name it (e.g. 'program cap').")
+    period: str = Field(
+        description="YYYY-MM for a monthly cap, '-' for the liability ceiling, 'rolling'"
+        " for the account cap (its rolling window)."
+    )
+    currency: str
+    limit: int = Field(description="The cap, minor units.")
+    used: int = Field(description="Used so far, minor units (all partitions together).")
+    left: int = Field(description="limit - used, never below 0.")
+    needs: int = Field(description="What this grant would take from it.")
+    binds: bool = Field(description="Approving now would be refused by this cap.")
+
+
 class ApprovalPublic(BaseModel):
     """A grant that needed (or needs) a human."""
 
@@ -86,6 +104,10 @@ class ApprovalPublic(BaseModel):
         " refused by a cap), or who rejected it (the key's holder)."
     )
     comment: str | None = Field(description="That decider's comment.")
+    headroom: list[CapRoom] = Field(
+        description="For a pending grant, each cap it counts against and what is left"
+        " of it now, in the order an approval checks them; empty once decided."
+    )
 
 
 class ApprovalList(BaseModel):
@@ -248,7 +270,7 @@ _APPROVALS = (
 """Decisions that asked for a human, with who approved them so far (the audit)."""
 
 
-def _approval_view(row: dict[str, Any]) -> dict[str, Any]:
+def _approval_view(row: dict[str, Any], headroom: list[Room] | None = None) -> dict[str, Any]:
     return {
         "approval_id": row["offer_id"],
         "account": row["account"],
@@ -265,7 +287,64 @@ def _approval_view(row: dict[str, Any]) -> dict[str, Any]:
         "approved_by": row["approved_by"],
         "actor": row["actor"],
         "comment": row["comment"],
+        "headroom": [
+            {
+                "cap": r.cap,
+                "period": r.period,
+                "currency": r.limit.currency,
+                "limit": r.limit.amount,
+                "used": r.used,
+                "left": r.left,
+                "needs": r.needs,
+                "binds": r.binds,
+            }
+            for r in headroom or ()
+        ],
     }
+
+
+async def _headroom(
+    conn: AsyncConnection, program: LedgerProgram, tenant: str, rows: list[dict[str, Any]]
+) -> dict[str, list[Room]]:
+    """The caps' headroom of each pending grant of ``rows`` (by offer id), at its
+    partition's stream time: three reads whatever the number of grants."""
+    pending = [r for r in rows if r["status"] == "pending"]
+    if not pending:
+        return {}
+    repo = PostgresLedgerRepository(conn)
+    clocks = {
+        part: at
+        for part, at in await conn.execute(
+            text("SELECT partition, at FROM ledger_clocks WHERE tenant = :t"), {"t": tenant}
+        )
+    }
+    used = {
+        BudgetKey(tenant, name, period, currency): total
+        for name, period, currency, total in await conn.execute(
+            text(
+                "SELECT name, period, currency, sum(used) FROM budget_leases WHERE tenant = :t"
+                " GROUP BY name, period, currency"
+            ),
+            {"t": tenant},
+        )
+    }
+    asks = []
+    for row in pending:
+        req = GrantRequest.of(OfferIssued.model_validate_json(json.dumps(row["offer"])))
+        clock = clocks.get(row["partition"])
+        asks.append((row["offer_id"], req, max(clock or row["offered_at"], row["offered_at"])))
+    since = min(at for _, _, at in asks) - program.account_window
+    costs = await repo.account_costs({(tenant, req.account) for _, req, _ in asks}, since)
+    out = {}
+    for offer_id, req, at in asks:
+        start = at - program.account_window
+        spent = sum(
+            cost
+            for when, cost, currency in costs[(tenant, req.account)]
+            if start < when <= at and currency == req.cost.currency
+        )
+        out[offer_id] = rooms(program, req, at, used, spent)
+    return out
 
 
 @router.get("/approvals")
@@ -273,30 +352,38 @@ async def approvals(
     tenant: TenantDep, request: Request, status: Literal["pending", "all"] = "pending"
 ) -> ApprovalList:
     """Grants waiting for a human (or, with ``status=all``, every grant that did)."""
-    rows = await _read(
-        request,
-        _APPROVALS
-        + (" AND d.status = 'pending'" if status == "pending" else "")
-        + " ORDER BY d.offered_at, d.offer_id LIMIT 1000",
-        {"t": tenant},
+    async with _snapshot(request) as conn:
+        rows = await _rows(
+            conn,
+            _APPROVALS
+            + (" AND d.status = 'pending'" if status == "pending" else "")
+            + " ORDER BY d.offered_at, d.offer_id LIMIT 1000",
+            {"t": tenant},
+        )
+        room = await _headroom(conn, request.app.state.program, tenant, rows)
+    return ApprovalList.model_validate(
+        {"approvals": [_approval_view(r, room.get(r["offer_id"])) for r in rows]}
     )
-    return ApprovalList.model_validate({"approvals": [_approval_view(r) for r in rows]})
 
 
 @router.get("/approvals/{approval_id}", responses=problems(_NO_APPROVAL))
 async def approval(approval_id: PathId, tenant: TenantDep, request: Request) -> ApprovalDetail:
-    rows = await _read(
-        request, _APPROVALS + " AND d.offer_id = :o", {"t": tenant, "o": approval_id}
+    async with _snapshot(request) as conn:
+        rows = await _rows(
+            conn, _APPROVALS + " AND d.offer_id = :o", {"t": tenant, "o": approval_id}
+        )
+        if not rows:
+            raise HTTPException(404, f"no approval {approval_id!r} in this tenant")
+        audit = await _rows(
+            conn,
+            "SELECT action, actor, comment, outcome, detail, at FROM approval_audit"
+            " WHERE tenant = :t AND offer_id = :o ORDER BY id",
+            {"t": tenant, "o": approval_id},
+        )
+        room = await _headroom(conn, request.app.state.program, tenant, rows)
+    return ApprovalDetail.model_validate(
+        {**_approval_view(rows[0], room.get(approval_id)), "audit": audit}
     )
-    if not rows:
-        raise HTTPException(404, f"no approval {approval_id!r} in this tenant")
-    audit = await _read(
-        request,
-        "SELECT action, actor, comment, outcome, detail, at FROM approval_audit"
-        " WHERE tenant = :t AND offer_id = :o ORDER BY id",
-        {"t": tenant, "o": approval_id},
-    )
-    return ApprovalDetail.model_validate({**_approval_view(rows[0]), "audit": audit})
 
 
 async def _settle(

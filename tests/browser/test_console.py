@@ -337,6 +337,9 @@ def test_approving_a_pending_credit_grants_it_and_four_eyes_leave_a_large_one_pe
     assert "still pending" in page.locator(".flash").inner_text()
     assert page.locator("#approval-status").inner_text() == "pending"
     assert page.locator("#second-approver").is_visible()
+    # the granted 500.00 USD already counts against the month's program cap
+    program = page.locator("#headroom tr", has_text="program cap").inner_text()
+    assert "500.00 USD" in program and "1,500.00 USD" in program
     shot(page, "approval-four-eyes")
     page.context.close()
     detail = stack.api("ledger", "/v1/approvals/mid-credit").json()

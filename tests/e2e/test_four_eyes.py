@@ -32,6 +32,13 @@ async def _when_authorized(client: httpx.AsyncClient, path: str, key: str) -> An
     return resp.json()
 
 
+def _rooms(approval: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
+    return {
+        r["cap"]: (r["period"], r["limit"], r["used"], r["left"], r["needs"], r["binds"])
+        for r in approval["headroom"]
+    }
+
+
 async def test_a_large_grant_needs_two_different_approvers(settings: Settings) -> None:
     from services.ledger.app import create_app as ledger_app
 
@@ -57,6 +64,12 @@ async def test_a_large_grant_needs_two_different_approvers(settings: Settings) -
             "mid": 1,
         }
         await _when_authorized(ledger, "/v1/approvals", bob)
+        room = {a["approval_id"]: _rooms(a) for a in waiting["approvals"]}
+        assert room["big"] == {  # 10,000.00 USD of ARR: 5 % a year; 5,000.00 a month
+            "account cap": ("rolling", 500_000, 0, 500_000, 150_000, False),
+            "program cap": ("2026-11", 500_000, 0, 500_000, 150_000, False),
+            "liability ceiling": ("-", 1_000_000, 0, 1_000_000, 150_000, False),
+        }
 
         def by(key: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {key}"}
@@ -89,12 +102,19 @@ async def test_a_large_grant_needs_two_different_approvers(settings: Settings) -
         assert second.json()["approved_by"] == ["alice@acme.example", "bob@acme.example"]
         assert second.json()["answer"]["data"]["actor"] == "bob@acme.example"
 
+        # the granted 1,500.00 USD now counts against the month and the liability
+        mid_room = _rooms((await ledger.get("/v1/approvals/mid", headers=by(alice))).json())
+        assert mid_room["program cap"] == ("2026-11", 500_000, 150_000, 350_000, 50_000, False)
+        assert mid_room["liability ceiling"][2:4] == (150_000, 850_000)
+        assert mid_room["account cap"][2] == 0  # another account
         mid = await ledger.post(APPROVE.format(id="mid"), headers=by(alice))
         assert mid.status_code == 200, mid.text
         assert (mid.json()["status"], mid.json()["approved_by"]) == (
             "granted",
             ["alice@acme.example"],
         )
+        decided = (await ledger.get("/v1/approvals/mid", headers=by(alice))).json()
+        assert decided["headroom"] == []  # decided: nothing to weigh
 
         credits = decoded(
             await read_all(settings.kafka_bootstrap, credits_topic, at_least=4, timeout_s=60)

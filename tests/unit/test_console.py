@@ -149,6 +149,18 @@ APPROVAL = {
     "approved_by": [],
     "actor": None,
     "comment": None,
+    "headroom": [
+        {
+            "cap": "program cap",
+            "period": "2026-11",
+            "currency": "USD",
+            "limit": 500_000,
+            "used": 420_000,
+            "left": 80_000,
+            "needs": 135_000,
+            "binds": True,
+        }
+    ],
 }
 
 
@@ -181,6 +193,8 @@ async def test_an_approve_key_approves_with_its_operator_named_and_needs_the_csr
         assert (await signed_in(client)).status_code == 200
         queue = await client.get("/approvals")
         assert "Approve" in queue.text and "1,350.00 USD" in queue.text
+        short = r'class="bad"[^>]*>program cap: 800.00 USD left of 5,000.00 USD'
+        assert re.search(short, queue.text)  # the cap that would refuse it, marked
         wrong = await client.post("/approvals/off-1/approve", data={"csrf": "wrong"})
         assert wrong.status_code == 403
         done = await client.post(

@@ -23,6 +23,7 @@ from services.ledger.domain.decide import (
     decide,
     fmt,
     needs,
+    rooms,
 )
 from services.ledger.domain.program import load_ledger_program
 from services.ledger.domain.settle import Approval, approval_step, settle
@@ -156,6 +157,44 @@ def test_caps_bind_in_order_with_their_headroom() -> None:
     assert v.cap == "tier_gold cap"  # the first in order is reported
     v = decide(PROGRAM, req, T0, 0, room(req, liability=50))
     assert (v.cap, v.headroom) == ("liability ceiling", usd(50))
+
+
+def test_the_caps_headroom_an_approver_sees() -> None:
+    req = GrantRequest.of(offer(10_000))
+    used = {n.key: 35_000 for n in needs(PROGRAM, req, T0) if n.key.name.startswith("tier")}
+    shown = [
+        (r.cap, r.period, r.limit, r.used, r.left, r.needs, r.binds)
+        for r in rooms(PROGRAM, req, T0, used, 45_000)
+    ]
+    assert shown == [
+        ("account cap", "rolling", usd(50_000), 45_000, 5_000, 10_000, True),
+        ("tier_gold cap", "2026-11", usd(40_000), 35_000, 5_000, 10_000, True),
+        ("program cap", "2026-11", usd(100_000), 0, 100_000, 10_000, False),
+        ("liability ceiling", "-", usd(30_000), 0, 30_000, 10_000, False),
+    ]
+    over = rooms(PROGRAM, req, T0, {n.key: 10**9 for n in needs(PROGRAM, req, T0)}, 0)
+    assert [r.left for r in over[1:]] == [0, 0, 0]  # used past the cap: nothing left
+
+
+@given(
+    st.integers(0, 60_000),
+    st.integers(0, 50_000),
+    st.integers(0, 110_000),
+    st.integers(0, 40_000),
+    st.integers(1, 30_000),
+)
+def test_headroom_binds_exactly_where_a_decision_would_refuse(
+    account: int, tier: int, program: int, liability: int, amount: int
+) -> None:
+    req = GrantRequest.of(offer(amount))
+    by_name = {"tier": tier, "program": program, "liability": liability}
+    used = {n.key: by_name[n.key.name.split(":")[0]] for n in needs(PROGRAM, req, T0)}
+    shown = rooms(PROGRAM, req, T0, used, account)
+    left = {n.key: r.left for n, r in zip(needs(PROGRAM, req, T0), shown[1:], strict=True)}
+    verdict = decide(PROGRAM, req, T0, account, left, approved=True)
+    binding = [r.cap for r in shown if r.binds]
+    assert verdict.outcome == ("reject" if binding else "grant")
+    assert verdict.cap == (binding[0] if binding else None)
 
 
 def test_the_account_cap_uses_the_floor_without_arr_and_refuses_other_currencies() -> None:

@@ -203,6 +203,48 @@ def approvals_needed(program: LedgerProgram, req: GrantRequest) -> int:
     return 1
 
 
+@dataclass(frozen=True)
+class Room:
+    """One cap a grant counts against, as an approver sees it: how much of it is
+    used now and what this grant would take."""
+
+    cap: str  # the label decisions name ("program cap", "account cap", ...)
+    period: str  # YYYY-MM, "-" for the liability ceiling, "rolling" for the account cap
+    limit: Money
+    used: int
+    needs: int
+
+    @property
+    def left(self) -> int:
+        return max(self.limit.amount - self.used, 0)
+
+    @property
+    def binds(self) -> bool:
+        """Approving now would be refused by this cap."""
+        return self.needs > self.left
+
+
+def rooms(
+    program: LedgerProgram,
+    req: GrantRequest,
+    at: datetime,
+    used: Mapping[BudgetKey, int],
+    account_cost: int,
+) -> list[Room]:
+    """The caps' headroom for a grant at stream time ``at``, in the order
+    :func:`decide` checks them: the account cap, then each budget of :func:`needs`.
+    ``used`` is what each budget has used across partitions (what an approval,
+    which pools the partitions' leases, can count on); ``account_cost`` what the
+    account cost in the window before ``at``."""
+    out: list[Room] = []
+    allowance = account_allowance(program, req)
+    if allowance is not None:
+        out.append(Room("account cap", "rolling", allowance, account_cost, req.cost.amount))
+    for need in needs(program, req, at):
+        out.append(Room(need.label, need.key.period, need.cap, used.get(need.key, 0), need.amount))
+    return out
+
+
 def _refuse(cap: str, left: Money, needed: Money, what: str) -> Verdict:
     return Verdict(
         "reject",
