@@ -70,7 +70,16 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "none",
                 (Query('up{job="loyalty"}', "{{service}}"),),
                 kind="stat",
-                span=8,
+                span=6,
+            ),
+            PanelSpec(
+                "Services ready",
+                "1 while the instance is ready (what /ready answers 200 for: migrated,"
+                " consuming, relaying), 0 when it answers but does no work.",
+                "none",
+                (Query("min by (service) (loyalty_ready)", "{{service}}"),),
+                kind="stat",
+                span=6,
             ),
             PanelSpec(
                 "Dead letters in the range",
@@ -83,7 +92,7 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                     ),
                 ),
                 kind="stat",
-                span=8,
+                span=6,
             ),
             PanelSpec(
                 "Outbox backlog (all services)",
@@ -91,7 +100,7 @@ ROWS: tuple[tuple[str, tuple[PanelSpec, ...]], ...] = (
                 "short",
                 (Query("sum(loyalty_outbox_backlog)", "backlog"),),
                 kind="stat",
-                span=8,
+                span=6,
             ),
         ),
     ),

@@ -100,6 +100,12 @@ class RuntimeMetrics:
             ["topic", "partition"],
             registry=self.registry,
         )
+        self.ready = Gauge(
+            "loyalty_ready",
+            "1 while the instance is ready (migrated, consuming, relaying, and the"
+            " service's own checks: what /ready answers 200 for), else 0.",
+            registry=self.registry,
+        )
         self.info = Gauge(
             "loyalty_service_info", "Service identity.", list(labels), registry=self.registry
         )

@@ -385,6 +385,11 @@ def base_app(
     app.state.runtime = runtime
     app.state.tenant_keys = runtime.tenant_keys
 
+    def is_ready() -> bool:
+        return runtime.ready and (extra_ready is None or extra_ready())
+
+    runtime.metrics.ready.set_function(lambda: float(is_ready()))
+
     @app.get("/health", tags=["ops"])
     async def health() -> Health:
         """The process answers (liveness)."""
@@ -398,7 +403,7 @@ def base_app(
     )
     async def ready() -> JSONResponse:
         """Ready to serve (200) or not (503), with what is and is not running."""
-        ok = runtime.ready and (extra_ready is None or extra_ready())
+        ok = is_ready()
         body = Readiness(
             ready=ok,
             consumer=runtime.worker.alive,

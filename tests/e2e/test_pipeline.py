@@ -102,6 +102,8 @@ async def test_seat_use_at_90_percent_grants_one_credit_of_10_percent_of_mrr(
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("a service never became ready")
+            # what the alert LoyaltyServiceNotReady watches says the same as /ready
+            assert "\nloyalty_ready 1.0\n" in (await client.get("/metrics")).text
         auth = {"Authorization": f"Bearer {key}", **BATCH}
         started = time.perf_counter()
         resp = await clients[0].post(

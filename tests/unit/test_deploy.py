@@ -196,6 +196,7 @@ ALERT_NAMES = {
     "LoyaltyDeadLetters",
     "LoyaltyOutboxNotDraining",
     "LoyaltyServiceDown",
+    "LoyaltyServiceNotReady",
     "LoyaltyNoCreditDecisions",
 }
 
@@ -218,7 +219,7 @@ def test_the_alert_rules_are_well_formed() -> None:
 
 @pytest.mark.skipif(PROMTOOL is None, reason=NO_PROMTOOL)
 def test_promtool_accepts_the_alert_rules_and_the_prometheus_config() -> None:
-    assert "SUCCESS: 5 rules found" in _promtool("check", "rules", str(ALERTS))
+    assert "SUCCESS: 6 rules found" in _promtool("check", "rules", str(ALERTS))
     _promtool("check", "config", str(PROMETHEUS_CONFIG))
 
 

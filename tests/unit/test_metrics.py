@@ -61,3 +61,16 @@ async def test_http_requests_are_counted_by_route_template_never_by_path() -> No
         ("unmatched", "GET", "404"): 1,
         ("/v1/accounts/{account_id}", "other", "405"): 1,
     }
+
+
+def test_the_ready_gauge_is_zero_until_the_service_runs() -> None:
+    """``loyalty_ready`` reads the same checks as ``/ready``: an app whose lifespan has
+    not started (no consumer, no relay) exposes 0."""
+    from prometheus_client import generate_latest
+
+    from services.offers.app import create_app
+    from services.runtime.config import Settings
+
+    app = create_app(Settings(database_url="postgresql+asyncpg://u@127.0.0.1:9/none"))
+    text = generate_latest(app.state.runtime.metrics.registry).decode()
+    assert "\nloyalty_ready 0.0\n" in text
