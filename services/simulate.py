@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import Event
+from services.offers.domain.engine import reason_kind
 from services.offers.domain.program import OffersProgram, load_offers_program
 from services.offers.handlers import process as offers_process
 from services.offers.memory import MemoryOfferRepository
@@ -99,7 +100,7 @@ async def simulate(
         for e in result.events:
             _tally(sim, e)
         for s in result.suppressions:
-            sim.rules[s.suppression.rule].suppressed[_reason_kind(s.suppression.reason)] += 1
+            sim.rules[s.suppression.rule].suppressed[reason_kind(s.suppression.reason)] += 1
     sim.accounts = {a for _, a in seg_repo.accounts}
     sim.seconds = time.perf_counter() - started
     return sim
@@ -124,19 +125,6 @@ def _tally(sim: Simulation, e: Event) -> None:
         tally.cost[cost.currency] += cost.amount
         if len(tally.examples) < 3:
             tally.examples.append(f"{e.subject} at {e.time:%Y-%m-%d %H:%M}: {d.reason}")
-
-
-def _reason_kind(reason: str) -> str:
-    """Groups reasons: 'cooldown 90d since the offer of ...' -> 'cooldown 90d'."""
-    if reason.startswith("cooldown"):
-        return reason.split(" since ")[0]
-    if reason.startswith("lost to"):
-        return reason.split(":")[0]
-    if reason.startswith("contact policy: quiet"):
-        return "contact policy: quiet period"
-    if reason.startswith("contact policy"):
-        return "contact policy: offers per window"
-    return reason
 
 
 def _money(amounts: Counter[str]) -> str:

@@ -610,9 +610,14 @@ async def insights_page(request: Request, session: SessionDep) -> Response:
         reads.get("insights", "/v1/insights/bundles", "the bundles"),
         reads.get("insights", "/v1/insights/bundles/ready", "the accounts ready for a bundle"),
     )
-    groups: list[str] = sorted(
-        {g for p in (nrr or {}).get("months", []) for g in p.get("groups", {})}
+    # a group no month counted an account in (non-members when everybody is a
+    # member) is a column of dashes: it is named under the table instead
+    months = (nrr or {}).get("months", [])
+    named = {g for p in months for g in p.get("groups", {})}
+    groups = sorted(
+        g for g in named if any(p["groups"].get(g, {}).get("accounts") for p in months)
     )
+    empty_groups = sorted(named - set(groups))
     return page(
         request,
         "insights.html",
@@ -620,6 +625,7 @@ async def insights_page(request: Request, session: SessionDep) -> Response:
         banners=reads.banners,
         nrr=nrr,
         groups=groups,
+        empty_groups=empty_groups,
         upsell=upsell,
         bundles=bundles,
         ready=(ready or {}).get("ready", []),

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.events import Explanation, Reward
 from services.offers.adapters.db import PostgresOfferRepository
+from services.offers.domain.engine import reason_kind
 from services.offers.domain.lifecycle import status_event
 from services.offers.domain.records import ALLOWED_FROM, StatusChange
 from services.runtime.batch import UnitOfWork
@@ -73,7 +74,11 @@ class RuleSummary(BaseModel):
     cost: dict[str, int] = Field(
         description="Discount-equivalent cost by currency (minor units), held-out excluded."
     )
-    suppressed: dict[str, int] = Field(description="Suppressions by '<outcome>: <reason>'.")
+    suppressed: dict[str, int] = Field(
+        description="Suppressions by '<outcome>: <kind of reason>' (a reason without its"
+        " particulars: 'suppressed: cooldown 60d', 'lost: lost to <rule>',"
+        " 'suppressed: contact policy: quiet period')."
+    )
 
 
 class OffersSummary(BaseModel):
@@ -135,7 +140,8 @@ async def summary(tenant: TenantDep, request: Request) -> OffersSummary:
             r["cost"][currency] = r["cost"].get(currency, 0) + int(cost)
     for rule, outcome, reason, n in suppressed:
         r = rules.setdefault(rule, {"offers": {}, "cost": {}, "suppressed": {}})
-        r["suppressed"][f"{outcome}: {reason}"] = n
+        key = f"{outcome}: {reason_kind(reason)}"
+        r["suppressed"][key] = r["suppressed"].get(key, 0) + n
     total = sum(sum(r["offers"].values()) for r in rules.values())
     held = sum(r["offers"].get("held_out", 0) for r in rules.values())
     return OffersSummary.model_validate(

@@ -31,7 +31,7 @@ from schemas.events import (
     SegmentExited,
 )
 from services.common.program import ProgramError
-from services.offers.domain.engine import in_holdout
+from services.offers.domain.engine import in_holdout, reason_kind
 from services.offers.domain.program import OffersProgram, load_offers_program
 from services.offers.handlers import process
 from services.offers.memory import MemoryOfferRepository
@@ -578,3 +578,23 @@ def test_an_input_arriving_after_later_ones_cannot_break_the_policy() -> None:
     assert reasons(repo, "onboarding_feature_pass") == [
         "contact policy: quiet period of 1d after an offer"
     ]
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("cooldown 60d since the offer of 2026-06-14", "cooldown 60d"),
+        ("cooldown 60d since the offer of 2026-07-01", "cooldown 60d"),
+        ("lost to renewal_credit: higher priority (10 > 5)", "lost to renewal_credit"),
+        (
+            "contact policy: 3 offers in the last 30d (at most 3)",
+            "contact policy: offers per window",
+        ),
+        ("contact policy: quiet period of 2d after an offer", "contact policy: quiet period"),
+        ("an offer of this rule is still open", "an offer of this rule is still open"),
+    ],
+)
+def test_suppressions_are_counted_by_the_kind_of_their_reason(reason: str, kind: str) -> None:
+    """The offers summary and ``loyalty simulate`` count by it: a cooldown's date or
+    a count in the reason must not split one kind into a line per day."""
+    assert reason_kind(reason) == kind

@@ -236,7 +236,7 @@ class PostgresOfferRepository:
         )
         suppressed = await self.conn.execute(
             text(
-                "SELECT rule, outcome, split_part(reason, ':', 1), count(*)"
+                "SELECT rule, outcome, reason, count(*)"
                 " FROM offer_suppressions WHERE tenant = :t GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
             ),
             {"t": tenant},

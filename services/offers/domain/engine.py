@@ -236,6 +236,21 @@ def _rule_blocked(
     return None
 
 
+def reason_kind(reason: str) -> str:
+    """What a suppression's reason says without its particulars, for counting them:
+    'cooldown 60d since the offer of 2026-06-14' -> 'cooldown 60d', 'lost to x: ...'
+    -> 'lost to x', the two contact-policy reasons by which limit bound."""
+    if reason.startswith("cooldown"):
+        return reason.split(" since ")[0]
+    if reason.startswith("lost to"):
+        return reason.split(":")[0]
+    if reason.startswith("contact policy: quiet"):
+        return "contact policy: quiet period"
+    if reason.startswith("contact policy"):
+        return "contact policy: offers per window"
+    return reason
+
+
 def _policy_blocks(program: OffersProgram, t: datetime, history: Sequence[PastOffer]) -> str | None:
     """Measured both ways from ``t``, so that an input arriving after later ones
     (the service reads five topics) cannot squeeze an offer in between them:
