@@ -472,12 +472,17 @@ async def approvals_page(
 ) -> Response:
     reads = Reads(request, session)
     listed = await reads.get("ledger", "/v1/approvals", "the approvals", {"status": status})
+    approvals = (listed or {}).get("approvals", [])
+    for a in approvals:  # the queue shows the tightest cap; the detail shows them all
+        rooms = a.get("headroom") or []
+        a["tightest"] = min(rooms, key=lambda r: r["left"] - r["needs"], default=None)
+        a["binding"] = [r["cap"] for r in rooms if r["binds"]]
     return page(
         request,
         "approvals.html",
         session,
         banners=reads.banners,
-        approvals=(listed or {}).get("approvals", []),
+        approvals=approvals,
         status=status,
         may_decide=session.may("approve"),
         csrf=session.csrf,

@@ -195,6 +195,7 @@ async def test_an_approve_key_approves_with_its_operator_named_and_needs_the_csr
         assert "Approve" in queue.text and "1,350.00 USD" in queue.text
         short = r'class="bad"[^>]*>program cap: 800.00 USD left of 5,000.00 USD'
         assert re.search(short, queue.text)  # the cap that would refuse it, marked
+        assert "refused now by program cap" in queue.text
         wrong = await client.post("/approvals/off-1/approve", data={"csrf": "wrong"})
         assert wrong.status_code == 403
         done = await client.post(
