@@ -619,9 +619,7 @@ async def insights_page(request: Request, session: SessionDep) -> Response:
     # member) is a column of dashes: it is named under the table instead
     months = (nrr or {}).get("months", [])
     named = {g for p in months for g in p.get("groups", {})}
-    groups = sorted(
-        g for g in named if any(p["groups"].get(g, {}).get("accounts") for p in months)
-    )
+    groups = sorted(g for g in named if any(p["groups"].get(g, {}).get("accounts") for p in months))
     empty_groups = sorted(named - set(groups))
     return page(
         request,
