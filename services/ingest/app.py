@@ -12,6 +12,7 @@ from services.ingest.config import IngestSettings
 from services.ingest.dead_letters import router as dead_letters_router
 from services.ingest.keys import router as keys_router
 from services.runtime.batch import FaultHook
+from services.runtime.dlq import DeadLetterLog
 from services.runtime.service import ServiceRuntime, ServiceSpec, base_app
 from services.runtime.topics import TENANTS
 
@@ -35,6 +36,7 @@ def create_app(settings: IngestSettings | None = None, fault: FaultHook | None =
     )
     app.state.settings = settings
     app.state.publisher = publisher
+    app.state.dead_letter_log = DeadLetterLog()  # listings read only what is new
     app.include_router(router)
     app.include_router(keys_router)
     app.include_router(dead_letters_router)

@@ -167,6 +167,7 @@ async def _dead_letters(request: Request) -> AsyncIterator[dlq.DeadLetters]:
             runtime.names,
             runtime.engine,
             dedupe_retention=timedelta(days=runtime.settings.dedupe_retention_days),
+            log=request.app.state.dead_letter_log,
         )
     except dlq.NotFound as exc:
         raise HTTPException(404, str(exc)) from None

@@ -372,14 +372,18 @@ async def read_dead_letters(
     topics: Iterable[str],
     *,
     start: dict[str, int] | None = None,
+    rest_from: int | None = None,
     max_records: int = 100_000,
     timeout_s: float = 30.0,
+    earliest: dict[str, int] | None = None,
 ) -> list[DeadLetter]:
     """Every record of the logical dead-letter ``topics`` from the beginning (or,
     for a partition-qualified ``start`` like ``{"t:3": 17}``, only that partition
-    from that offset) up to the high watermark each fetch reports, at most
+    from that offset, and the partitions it does not name from ``rest_from`` unless
+    that is None) up to the high watermark each fetch reports, at most
     ``max_records`` of them (the first ones). ``KafkaTimeoutError`` if that takes
-    longer than ``timeout_s``."""
+    longer than ``timeout_s``. ``earliest``, if given, is filled with each read
+    partition's first offset still held (``{"t:3": 5}``: retention removed 0-4)."""
     consumer = AIOKafkaConsumer(
         **as_connection(kafka).client_kwargs(),
         group_id=None,
@@ -399,9 +403,14 @@ async def read_dead_letters(
                     tps[TopicPartition(physical, p)] = 0
                 elif where in start:
                     tps[TopicPartition(physical, p)] = start[where]
+                elif rest_from is not None:
+                    tps[TopicPartition(physical, p)] = rest_from
         if not tps:
             return []
         consumer.assign(list(tps))
+        if earliest is not None:
+            for tp, first in (await consumer.beginning_offsets(list(tps))).items():
+                earliest[f"{names.logical(tp.topic)}:{tp.partition}"] = first
         for tp, offset in tps.items():
             consumer.seek(tp, offset)  # out of range (retention): reset to the earliest
         out: list[DeadLetter] = []
@@ -428,6 +437,80 @@ def _entry(names: TopicNames, r: ConsumerRecord[bytes, bytes]) -> DeadLetter:
     return parse_record(
         names, r.topic, r.partition, r.offset, r.timestamp, r.key, r.value, r.headers or ()
     )
+
+
+def merge_read(
+    kept: dict[tuple[str, int], list[DeadLetter]],
+    fresh: Iterable[DeadLetter],
+    earliest: dict[str, int],
+) -> None:
+    """Adds the records of a read to what was kept per (topic, partition): a record
+    at or below the last kept offset means the partition was made anew (its old
+    entries go); entries below a partition's ``earliest`` offset are gone from the
+    broker (retention) and go too."""
+    for e in fresh:
+        entries = kept.setdefault((e.topic, e.partition), [])
+        if entries and e.offset <= entries[-1].offset:
+            entries.clear()
+        entries.append(e)
+    for where, first in earliest.items():
+        topic, _, partition = where.rpartition(":")
+        key = (topic, int(partition))
+        if key in kept:
+            kept[key] = [e for e in kept[key] if e.offset >= first]
+
+
+class DeadLetterLog:
+    """The dead-letter topics as read so far, kept by a long-lived caller (ingest's
+    API) so that a listing reads only the records written since the last one: a
+    topic is append-only, so what was read stays true. The statuses are not kept
+    (Postgres has them, read each time). A partition's entries below its first
+    offset still held are dropped (retention); a partition that answers with an
+    offset at or below the last one kept was made anew (the embedded broker forgot
+    its topics) and is kept from its new records only."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int], list[DeadLetter]] = {}
+        self._lock = asyncio.Lock()
+        self.records_read = 0  # from the broker, over the log's life (for tests)
+
+    async def read(
+        self,
+        kafka: Kafka,
+        names: TopicNames,
+        topics: Iterable[str],
+        *,
+        max_records: int,
+        timeout_s: float,
+    ) -> list[DeadLetter]:
+        """Every entry of ``topics`` (the first ``max_records``), in topic,
+        partition and offset order, after reading what is new."""
+        wanted = list(topics)
+        async with self._lock:
+            resume = {
+                f"{t}:{p}": kept[-1].offset + 1
+                for (t, p), kept in self._entries.items()
+                if t in wanted and kept
+            }
+            earliest: dict[str, int] = {}
+            fresh = await read_dead_letters(
+                kafka,
+                names,
+                wanted,
+                start=resume,
+                rest_from=0,
+                max_records=max_records,
+                timeout_s=timeout_s,
+                earliest=earliest,
+            )
+            self.records_read += len(fresh)
+            merge_read(self._entries, fresh, earliest)
+            out = [
+                e
+                for key in sorted(k for k in self._entries if k[0] in wanted)
+                for e in self._entries[key]
+            ]
+        return out[:max_records]
 
 
 # ------------------------------------------------------------------ status and audit
@@ -555,8 +638,10 @@ class DeadLetters:
         dedupe_retention: timedelta | None = None,
         max_records: int = 100_000,
         timeout_s: float = 30.0,
+        log: DeadLetterLog | None = None,
     ) -> None:
         self.kafka = kafka
+        self.log = log
         self.names = names
         self.book = DeadLetterBook(engine, names)
         self.dedupe_retention = dedupe_retention
@@ -569,14 +654,23 @@ class DeadLetters:
         start: dict[str, int] | None = None,
         max_records: int | None = None,
     ) -> list[DeadLetter]:
-        entries = await read_dead_letters(
-            self.kafka,
-            self.names,
-            topics,
-            start=start,
-            max_records=max_records or self.max_records,
-            timeout_s=self.timeout_s,
-        )
+        if start is None and self.log is not None:
+            entries = await self.log.read(
+                self.kafka,
+                self.names,
+                topics,
+                max_records=max_records or self.max_records,
+                timeout_s=self.timeout_s,
+            )
+        else:
+            entries = await read_dead_letters(
+                self.kafka,
+                self.names,
+                topics,
+                start=start,
+                max_records=max_records or self.max_records,
+                timeout_s=self.timeout_s,
+            )
         return fold_copies(await self.book.with_status(entries))
 
     async def page(self, query: Query, tenant: str | None = None) -> Page:

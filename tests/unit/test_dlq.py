@@ -174,3 +174,19 @@ def test_copies_of_one_services_dead_letter_fold_into_the_first() -> None:
         "events.billing.dlq:2:4",
         "events.billing.dlq:2:6",
     ]
+
+
+def test_a_read_adds_new_records_and_forgets_what_the_broker_no_longer_holds() -> None:
+    kept: dict[tuple[str, int], list[dlq.DeadLetter]] = {}
+    dlq.merge_read(kept, [record(0), record(1), record(2)], {"events.billing.dlq:2": 0})
+    dlq.merge_read(kept, [record(3)], {"events.billing.dlq:2": 0})  # only what is new
+    assert [e.offset for e in kept[("events.billing.dlq", 2)]] == [0, 1, 2, 3]
+    dlq.merge_read(kept, [], {"events.billing.dlq:2": 2})  # retention removed 0 and 1
+    assert [e.offset for e in kept[("events.billing.dlq", 2)]] == [2, 3]
+    # the partition answers from an offset already kept: its topic was made anew
+    dlq.merge_read(kept, [record(0, reason="new")], {"events.billing.dlq:2": 0})
+    assert [(e.offset, e.reason) for e in kept[("events.billing.dlq", 2)]] == [(0, "new")]
+    other = record(7, partition=4)
+    dlq.merge_read(kept, [other], {"events.billing.dlq:4": 0})
+    assert kept[("events.billing.dlq", 4)] == [other]
+    assert len(kept[("events.billing.dlq", 2)]) == 1  # each partition on its own
