@@ -668,6 +668,9 @@ class Up:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.stop = False
         self.redeem: list[Any] = []  # credits the demo's billing applies to invoices
+        # billing applies them once live traffic runs (after any history: an invoice
+        # of now amid the history's posting would make the rest of it late)
+        self.billing_live = asyncio.Event()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop = True
@@ -819,6 +822,7 @@ class Up:
             )
             await post_history(ingest, key, path, until=datetime.now(UTC))
             print("history posted; the services are digesting it", flush=True)
+        self.billing_live.set()
         tasks = [
             asyncio.create_task(
                 run_demo(
@@ -845,7 +849,9 @@ class Up:
         ledger = f"http://{self.args.host}:{self.args.ledger_port}"
         tasks = [
             asyncio.create_task(self._tail_credits(kafka, names, stop)),
-            asyncio.create_task(_report_ledger(ledger, ingest, key, self.redeem, stop)),
+            asyncio.create_task(
+                _report_ledger(ledger, ingest, key, self.redeem, self.billing_live, stop)
+            ),
         ]
         if self.args.demo:
             tasks.append(asyncio.create_task(self._demo(ingest, key, stop)))
@@ -974,10 +980,16 @@ async def _report_insights(url: str, key: str, stop: asyncio.Event, every_s: flo
 
 
 async def _report_ledger(
-    ledger: str, ingest: str, key: str, redeem: list[Any], stop: asyncio.Event
+    ledger: str,
+    ingest: str,
+    key: str,
+    redeem: list[Any],
+    live: asyncio.Event,
+    stop: asyncio.Event,
 ) -> None:
-    """Plays billing in the demo (applies half of every other credit to an invoice)
-    and prints the ledger's credit report every 20 s: does liability add up?"""
+    """Plays billing in the demo (applies half of every other credit to the next
+    invoice, dated now, once ``live`` is set; an expired credit is not applied) and
+    prints the ledger's credit report every 20 s: does liability add up?"""
     from datetime import UTC, datetime, timedelta
 
     import httpx
@@ -987,13 +999,12 @@ async def _report_ledger(
     async with httpx.AsyncClient(timeout=10) as http:
         while not stop.is_set():
             await asyncio.sleep(1)
-            while redeem:
+            while redeem and live.is_set():
                 ev = redeem.pop()
                 now = datetime.now(UTC)
-                if now - ev.time > timedelta(minutes=30):
-                    # granted in the loaded history: an invoice of then would arrive
-                    # late (dead-lettered); billing applies only the live ones
-                    continue
+                expires = ev.data.expires_at
+                if expires is not None and expires < now + timedelta(minutes=1):
+                    continue  # expired (a credit of the loaded history): nothing to apply
                 applied = {
                     "specversion": "1.0",
                     "id": f"applied-{ev.data.credit_id}",
