@@ -18,10 +18,11 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import FormData
 
-from services.console.charts import Bar, bar_chart, interval, sparkline
+from services.console.charts import Bar, bar_chart, sparkline
 from services.console.clients import Refused, ServiceDown, Services
 from services.console.config import SERVICE_NAMES, ConsoleSettings
 from services.console.figures import Scrape, ScrapeHistory, overview
+from services.console.lift_view import lift_blocks
 from services.console.session import COOKIE, LOGIN_COOKIE, Session, SessionStore
 
 router = APIRouter()
@@ -431,25 +432,6 @@ async def offers_page(request: Request, session: SessionDep) -> Response:
     rules = (summary or {}).get("rules", {})
     totals = {name: sum(r["offers"].values()) for name, r in sorted(rules.items())}
     chart = bar_chart([Bar(name, n, f"{n:,}") for name, n in totals.items()])
-    lift_rows = []
-    diffs = []
-    for rule in (lift or {}).get("rules", []):
-        for kind, outcome in rule.get("outcomes", {}).items():
-            raw = outcome.get("cuped") or outcome.get("raw")
-            if raw:
-                diffs.extend([abs(raw["low"]), abs(raw["high"])])
-            lift_rows.append((rule, kind, outcome, raw))
-    scale = max(diffs, default=1.0)
-    lifts = [
-        {
-            "rule": rule,
-            "kind": kind,
-            "outcome": outcome,
-            "diff": raw,
-            "svg": interval(raw["low"], raw["diff"], raw["high"], scale=scale) if raw else None,
-        }
-        for rule, kind, outcome, raw in lift_rows
-    ]
     return page(
         request,
         "offers.html",
@@ -459,7 +441,7 @@ async def offers_page(request: Request, session: SessionDep) -> Response:
         rules=rules,
         chart=chart,
         lift=lift,
-        lifts=lifts,
+        lifts=lift_blocks(lift),
     )
 
 
