@@ -182,7 +182,11 @@ async def run_demo(
         "Content-Type": "application/cloudevents-batch+json",
     }
     stop = stop or asyncio.Event()
+    # an annual gold account 50 days before renewal: its renewal credit (3 % of
+    # 47,040.00 USD) waits for two approvers, so the console's approvals have one
+    renewal = DemoAccount(f"{prefix}-renewal", 80, 70, 4900, interval="year", renews_in=50)
     async with httpx.AsyncClient(base_url=ingest_url, headers=headers, timeout=15) as client:
+        await _send(client, [subscription(renewal)])
         await _send(client, [subscription(a) for a in fleet])
         while not stop.is_set():
             batch: list[dict[str, Any]] = []
