@@ -831,6 +831,7 @@ class Up:
                     a.demo_accounts,
                     stop=stop,
                     prefix="live" if a.history_days else "acct",
+                    ledger_url=f"http://{a.host}:{a.ledger_port}",
                 )
             ),
             asyncio.create_task(_report_insights(insights, key, stop)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -172,9 +173,14 @@ async def run_demo(
     seed: int = 7,
     stop: asyncio.Event | None = None,
     prefix: str = "acct",
+    ledger_url: str | None = None,
 ) -> None:
     """Live traffic from ``accounts`` accounts named ``{prefix}-0000`` ...; after a
-    loaded history, a prefix of their own keeps them apart from its accounts."""
+    loaded history, a prefix of their own keeps them apart from its accounts. It
+    starts with ``{prefix}-renewal``, whose renewal credit waits for approval; with
+    ``ledger_url`` the fleet waits (up to a minute) until the ledger has held it, so
+    that the fleet's first rewards do not spend the month's program cap before it
+    is weighed."""
     rng = random.Random(seed)
     fleet = make_accounts(accounts, rng, prefix)
     headers = {
@@ -187,6 +193,8 @@ async def run_demo(
     renewal = DemoAccount(f"{prefix}-renewal", 80, 70, 4900, interval="year", renews_in=50)
     async with httpx.AsyncClient(base_url=ingest_url, headers=headers, timeout=15) as client:
         await _send(client, [subscription(renewal)])
+        if ledger_url:
+            await _until_held(client, f"{ledger_url}/v1/approvals", renewal.account, stop)
         await _send(client, [subscription(a) for a in fleet])
         while not stop.is_set():
             batch: list[dict[str, Any]] = []
@@ -197,6 +205,22 @@ async def run_demo(
                 await asyncio.wait_for(stop.wait(), timeout=len(batch) / rate_per_s)
             except TimeoutError:
                 pass
+
+
+async def _until_held(
+    client: httpx.AsyncClient, approvals_url: str, account: str, stop: asyncio.Event
+) -> None:
+    """Waits until ``account`` has a grant waiting for approval (at most a minute)."""
+    for _ in range(120):
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            resp = await client.get(approvals_url)
+            if any(a["account"] == account for a in resp.json()["approvals"]):
+                return
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
+            return
+        except TimeoutError:
+            pass
 
 
 async def _send(
