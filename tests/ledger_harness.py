@@ -136,16 +136,20 @@ class Harness:
     def handler(self) -> LedgerHandler:
         return LedgerHandler(self.program)
 
-    async def apply(self, events: Sequence[Event], partition: int = 0) -> list[tuple[str, str]]:
-        """One batch; returns what it dead-lettered, with the reasons."""
+    async def apply(
+        self, events: Sequence[Event], partition: int | Sequence[int] = 0
+    ) -> list[tuple[str, str]]:
+        """One batch (from one partition, or each event from its own of
+        ``partition``); returns what it dead-lettered, with the reasons."""
         items = []
-        for e in events:
+        parts = [partition] * len(events) if isinstance(partition, int) else list(partition)
+        for e, part in zip(events, parts, strict=True):
             m = encode(e)
             offset = next(self._offsets)
             record = ConsumerRecord(
-                topic_of(e), partition, offset, 0, 0, m.key, m.value, None, 0, 0, m.headers
+                topic_of(e), part, offset, 0, 0, m.key, m.value, None, 0, 0, m.headers
             )
-            items.append(Inbound(e, topic_of(e), partition, offset, record))  # type: ignore[arg-type]
+            items.append(Inbound(e, topic_of(e), part, offset, record))  # type: ignore[arg-type]
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn, NAMES, "ledger")
             await self.handler(uow, items)

@@ -441,6 +441,13 @@ op = st.one_of(
         st.integers(1, 1_500),
         st.booleans(),
     ),
+    st.tuples(  # two accounts' offers in one batch (of their two partitions)
+        st.just("pair"),
+        st.sampled_from(ACCOUNTS),
+        st.sampled_from(ACCOUNTS),
+        st.integers(1, 1_500),
+        st.integers(1, 1_500),
+    ),
     st.tuples(st.just("redeem"), st.sampled_from(ACCOUNTS), st.integers(1, 2_000)),
     st.tuples(st.just("advance"), st.integers(1, 15)),
     st.tuples(st.just("approve"), st.booleans()),
@@ -483,6 +490,16 @@ async def _history(url: str, ops: list[Any]) -> None:
                 )
                 offered.append(e)
                 await h.apply([e], part[account])
+                await _ceiling_refused_only_when_reached(h, t, [e.data.offer_id])
+            elif o[0] == "pair":
+                _, first, second, a1, a2 = o
+                wanted = [(first, a1)] if first == second else [(first, a1), (second, a2)]
+                pair = [
+                    offer_issued(t, a, f"{t}-o{n}{a}", now, value=v, arr=ARR[a]) for a, v in wanted
+                ]
+                offered += pair
+                await h.apply(pair, [part[e.subject] for e in pair])
+                await _ceiling_refused_only_when_reached(h, t, [e.data.offer_id for e in pair])
             elif o[0] == "redeem":
                 _, account, amount = o
                 credits = await h.rows(
@@ -522,6 +539,26 @@ async def _history(url: str, ops: list[Any]) -> None:
         await _check_invariants(h, t)
     finally:
         await engine.dispose()
+
+
+async def _ceiling_refused_only_when_reached(h: Harness, t: str, offer_ids: list[str]) -> None:
+    """A grant the liability ceiling refused did not fit under it: what is
+    outstanding after its batch (no less than when it was refused: an offer batch
+    expires and redeems nothing here) plus its value exceeds the ceiling."""
+    outstanding = -(
+        await h.scalar(
+            "SELECT coalesce(sum(amount), 0) FROM entries WHERE tenant = :t"
+            " AND ledger_account LIKE 'customer_credit:%'",
+            t=t,
+        )
+    )
+    for r in await h.rows(
+        "SELECT offer_id, value FROM decisions WHERE tenant = :t"
+        " AND offer_id = ANY(:ids) AND cap = 'liability ceiling'",
+        t=t,
+        ids=offer_ids,
+    ):
+        assert outstanding + r["value"] > 4_000, (r, outstanding)
 
 
 async def _check_invariants(h: Harness, t: str) -> None:
@@ -609,3 +646,49 @@ async def _check_invariants(h: Harness, t: str) -> None:
     for mv in moves:
         outstanding -= mv["amount"]
         assert outstanding <= 4_000
+
+
+async def test_a_batch_over_several_partitions_grants_what_the_ceiling_has_left(
+    engine_url: str,
+) -> None:
+    """The liability ceiling's last units sit in one partition's lease; a batch of
+    two other partitions' grants pools them for the first grant and must lend the
+    rest to the second (it was refused "has 0.00 USD left" under a ceiling far from
+    reached: seen in the demo, 10,000.00 USD ceiling, 98.00 USD outstanding)."""
+    engine = await ledger_engine(engine_url)
+    h = Harness(engine, program(credits_expire_in="30d", caps={"liability": m(8_000)}))
+    t = "acme"
+    try:
+        await h.apply([offer_issued(t, "a0", "c0", T0, value=1_000)], partition=0)
+        await h.apply([offer_issued(t, "a1", "c1", T0, value=7_000)], partition=1)
+        # the ceiling is fully leased out; a redemption frees 6,000 in partition 1's lease
+        at = T0 + timedelta(hours=1)
+        assert await h.apply([credit_applied(t, "a1", "r1", "c1", 6_000, at)], partition=1) == []
+        later = T0 + timedelta(hours=2)
+        batch = [
+            offer_issued(t, "a2", "c2", later, value=2_000),
+            offer_issued(t, "a3", "c3", later, value=3_000),
+        ]
+        await h.apply(batch, partition=[2, 3])
+        decided = {
+            r["offer_id"]: (r["status"], r["reason"])
+            for r in await h.rows("SELECT offer_id, status, reason FROM decisions")
+        }
+        assert decided["c2"][0] == "granted"
+        assert decided["c3"] == ("granted", "within every cap"), decided["c3"]
+        # 1,000 + 1,000 + 2,000 + 3,000 outstanding, within the 8,000 ceiling
+        leases = await h.rows(
+            "SELECT sum(leased) AS leased, sum(used) AS used FROM budget_leases"
+            " WHERE name = 'liability'"
+        )
+        assert (leases[0]["leased"], leases[0]["used"]) == (8_000, 7_000)
+        # and the ceiling still binds exactly: 1,000 left, not 1,001
+        await h.apply([offer_issued(t, "a4", "c4", later, value=1_001)], partition=4)
+        await h.apply([offer_issued(t, "a5", "c5", later, value=1_000)], partition=5)
+        last = {
+            r["offer_id"]: r["status"]
+            for r in await h.rows("SELECT offer_id, status FROM decisions WHERE offer_id >= 'c4'")
+        }
+        assert last == {"c4": "rejected", "c5": "granted"}
+    finally:
+        await engine.dispose()

@@ -12,7 +12,9 @@ slices that partition has used. A transaction that grants for partition ``p``:
    ``slice_percent`` of the cap, or what is needed if that is more);
 3. if the central row is exhausted, pools what the other partitions' leases have
    not used into its own (waiting for their locks, so it sees every unit left —
-   which is why a cap is reached exactly when demand exceeds it).
+   which is why a cap is reached exactly when demand exceeds it). Once a
+   transaction has pooled a budget, a later short grant of another of its batch's
+   partitions takes the units from the leases the transaction holds.
 
 Every step is a row lock inside the batch's transaction, so no interleaving can
 lease out more than the cap: the sum of ``leased`` over the leases never exceeds
@@ -58,7 +60,9 @@ class LeasedBudgets:
         self._central: dict[BudgetKey, list[int]] = {}
         # budgets this transaction pooled: it then holds every unit left of them
         # (the central row and every lease that had some), so a second grant that
-        # is short need not ask again
+        # is short need not ask the database again; it lends from the leases this
+        # transaction holds (a batch spans partitions: the units pooled into one
+        # partition's lease are lent to another's, see _gather)
         self._pooled_keys: set[BudgetKey] = set()
         self.topups = 0
         self.pooled = 0
@@ -100,8 +104,13 @@ class LeasedBudgets:
             await self._lock([(key, partition)])
         if need > self.free(key, partition):
             await self._top_up(key, partition, cap, need - self.free(key, partition))
-        if need > self.free(key, partition) and key not in self._pooled_keys:
-            await self._pool(key, partition)
+        if need > self.free(key, partition):
+            if key in self._pooled_keys:
+                # pooled for another partition of this batch: every unit left is in
+                # the leases this transaction holds, so lend from them
+                self._gather(key, partition)
+            else:
+                await self._pool(key, partition)
         return self.free(key, partition)
 
     async def _lock(self, keys: list[LeaseKey]) -> None:
@@ -175,14 +184,20 @@ class LeasedBudgets:
         lease.dirty = True
         self.topups += 1
 
-    async def _pool(self, key: BudgetKey, partition: int) -> None:
-        """Moves every unused unit of the budget's other leases into this one."""
+    def _gather(self, key: BudgetKey, partition: int) -> None:
+        """Moves the unused units of the budget's other leases this transaction
+        holds (its batch's other partitions) into this partition's lease."""
         lease = self._leases[(key, partition)]
-        for (k, p), sibling in self._leases.items():  # leases this transaction holds
+        for (k, p), sibling in self._leases.items():
             if k == key and p != partition and sibling.free > 0:
                 lease.leased += sibling.free
                 sibling.leased = sibling.used
                 lease.dirty = sibling.dirty = True
+
+    async def _pool(self, key: BudgetKey, partition: int) -> None:
+        """Moves every unused unit of the budget's other leases into this one."""
+        self._gather(key, partition)
+        lease = self._leases[(key, partition)]
         params = {"t": key.tenant, "n": key.name, "p": key.period, "c": key.currency}
         held = [p for k, p in self._leases if k == key]
         rows = (
