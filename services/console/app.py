@@ -8,7 +8,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 from services.console.clients import Services
 from services.console.config import ConsoleSettings
 from services.console.figures import ScrapeHistory
+from services.console.formats import money, num, pct, points, when
 from services.console.session import SessionStore
 from services.console.web import Forbidden, SignInNeeded, current_session, page, router
 
@@ -36,39 +36,6 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-def money(amount: float | None, currency: str = "") -> str:
-    """Minor units as ``1,350.00 USD``."""
-    if amount is None:
-        return "-"
-    return f"{amount / 100:,.2f} {currency}".strip()
-
-
-def when(value: str | None) -> str:
-    """An RFC 3339 time as ``2026-11-02 09:00 UTC`` (a date stays a date)."""
-    if not value:
-        return "-"
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if len(value) <= 10:
-        return value
-    return t.strftime("%Y-%m-%d %H:%M") + (f" {t.tzname()}" if t.tzinfo else "")
-
-
-def pct(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}%}"
-
-
-def points(value: float | None, digits: int = 1) -> str:
-    """A value already in percent (e.g. the up-sell rate, upsells / transactions x 100)."""
-    return "-" if value is None else f"{value:.{digits}f}%"
-
-
-def num(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def templates() -> Jinja2Templates:

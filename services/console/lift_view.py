@@ -17,6 +17,7 @@ from typing import Any
 from markupsafe import Markup
 
 from services.console.charts import interval
+from services.console.formats import money
 
 LABELS = {
     "retained": "retained",
@@ -51,8 +52,8 @@ class RuleBlock:
 
 
 def _money(minor: float, currency: str) -> str:
-    sign = "-" if minor < 0 else "+"
-    return f"{sign}{abs(minor) / 100:,.2f} {currency}".strip()
+    """Signed: ``+12.30 USD``, ``-0.50``."""
+    return ("+" if minor >= 0 else "") + money(minor, currency)
 
 
 def _level(kind: str, value: float | None, currency: str) -> str:
@@ -61,7 +62,7 @@ def _level(kind: str, value: float | None, currency: str) -> str:
     if kind == "proportion":
         return f"{value:.1%}"
     if currency:  # the MRR change, minor units a month
-        return f"{value / 100:,.2f} {currency}"
+        return money(value, currency)
     return f"{value:,.1f}"
 
 

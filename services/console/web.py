@@ -22,6 +22,7 @@ from services.console.charts import Bar, bar_chart, sparkline
 from services.console.clients import Refused, ServiceDown, Services
 from services.console.config import SERVICE_NAMES, ConsoleSettings
 from services.console.figures import Scrape, ScrapeHistory, overview
+from services.console.formats import money
 from services.console.lift_view import lift_blocks
 from services.console.session import COOKIE, LOGIN_COOKIE, Session, SessionStore
 
@@ -535,10 +536,6 @@ async def decide(
 # ----------------------------------------------------------------- ledger
 
 
-def _money(amount: float, currency: str) -> str:
-    return f"{amount / 100:,.2f} {currency}"
-
-
 @router.get("/ledger", include_in_schema=False)
 async def ledger_page(request: Request, session: SessionDep) -> Response:
     reads = Reads(request, session)
@@ -554,7 +551,7 @@ async def ledger_page(request: Request, session: SessionDep) -> Response:
             Bar(
                 f"{row['key']} ({row['currency']})",
                 row["outstanding"],
-                f"{_money(row['outstanding'], row['currency'])} · {row['credits']} credit"
+                f"{money(row['outstanding'], row['currency'])} · {row['credits']} credit"
                 + ("" if row["credits"] == 1 else "s"),
             )
         )
@@ -567,7 +564,7 @@ async def ledger_page(request: Request, session: SessionDep) -> Response:
             Bar(
                 f"{r['segment']} ({r['currency']})",
                 r["cost_share_of_arr"],
-                f"{r['cost_share_of_arr']:.2%} of {_money(r['arr'], r['currency'])} ARR",
+                f"{r['cost_share_of_arr']:.2%} of {money(r['arr'], r['currency'])} ARR",
             )
             for r in shares
         ]
