@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.events import CreditGranted, CreditPendingApproval, CreditRejected, OfferIssued
 from services.ledger.adapters.db import PostgresLedgerRepository
-from services.ledger.domain.decide import BudgetKey, GrantRequest, Room, rooms
+from services.ledger.domain.decide import GrantRequest, Room, rooms, window_cost
 from services.ledger.domain.program import LedgerProgram
 from services.ledger.domain.settle import Approval, approval_step
 from services.ledger.handlers import Books
@@ -312,39 +312,27 @@ async def _headroom(
     if not pending:
         return {}
     repo = PostgresLedgerRepository(conn)
-    clocks = {
-        part: at
-        for part, at in await conn.execute(
-            text("SELECT partition, at FROM ledger_clocks WHERE tenant = :t"), {"t": tenant}
-        )
-    }
-    used = {
-        BudgetKey(tenant, name, period, currency): total
-        for name, period, currency, total in await conn.execute(
-            text(
-                "SELECT name, period, currency, sum(used) FROM budget_leases WHERE tenant = :t"
-                " GROUP BY name, period, currency"
-            ),
-            {"t": tenant},
-        )
-    }
+    clocks = await repo.clocks(tenant)
+    used = await repo.budgets_used(tenant)
     asks = []
     for row in pending:
         req = GrantRequest.of(OfferIssued.model_validate_json(json.dumps(row["offer"])))
-        clock = clocks.get(row["partition"])
-        asks.append((row["offer_id"], req, max(clock or row["offered_at"], row["offered_at"])))
+        asks.append((row["offer_id"], req, _decision_time(row, clocks.get(row["partition"]))))
     since = min(at for _, _, at in asks) - program.account_window
     costs = await repo.account_costs({(tenant, req.account) for _, req, _ in asks}, since)
-    out = {}
-    for offer_id, req, at in asks:
-        start = at - program.account_window
-        spent = sum(
-            cost
-            for when, cost, currency in costs[(tenant, req.account)]
-            if start < when <= at and currency == req.cost.currency
+    return {
+        offer_id: rooms(
+            program, req, at, used, window_cost(program, req, at, costs[(tenant, req.account)])
         )
-        out[offer_id] = rooms(program, req, at, used, spent)
-    return out
+        for offer_id, req, at in asks
+    }
+
+
+def _decision_time(row: dict[str, Any], clock: datetime | None) -> datetime:
+    """When a held grant is weighed again: its partition's stream time, never
+    before it was offered."""
+    offered: datetime = row["offered_at"]
+    return max(clock or offered, offered)
 
 
 @router.get("/approvals")
@@ -411,8 +399,7 @@ async def _settle(
             ),
             {"topic": runtime.names.physical("offers.decisions"), "p": row["partition"]},
         )
-        clock = await repo.clock(tenant, row["partition"])
-        at = max(clock or row["offered_at"], row["offered_at"])
+        at = _decision_time(row, await repo.clock(tenant, row["partition"]))
         uow = UnitOfWork(conn, runtime.names, runtime.spec.name)
         books = Books(uow, program)
         expired = row["approval_expires_at"] <= at

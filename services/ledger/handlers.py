@@ -30,7 +30,14 @@ from schemas.events import (
 from services.ledger.adapters.budgets import LeasedBudgets, LeaseKey
 from services.ledger.adapters.db import AccountKey, PostgresLedgerRepository
 from services.ledger.domain import books
-from services.ledger.domain.decide import BudgetKey, GrantRequest, Verdict, decide, needs
+from services.ledger.domain.decide import (
+    BudgetKey,
+    GrantRequest,
+    Verdict,
+    decide,
+    needs,
+    window_cost,
+)
 from services.ledger.domain.program import LedgerProgram
 from services.ledger.domain.settle import (
     Approval,
@@ -81,12 +88,7 @@ class Books:
         await self.budgets.prepare(demands)
 
     def account_cost(self, req: GrantRequest, at: datetime) -> int:
-        start = at - self.program.account_window
-        return sum(
-            cost
-            for when, cost, currency in self.costs.get((req.tenant, req.account), ())
-            if start < when <= at and currency == req.cost.currency
-        )
+        return window_cost(self.program, req, at, self.costs.get((req.tenant, req.account), ()))
 
     async def decide(
         self,

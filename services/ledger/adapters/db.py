@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.ledger.domain.books import Transaction
+from services.ledger.domain.decide import BudgetKey
 
 AccountKey = tuple[str, str]  # (tenant, account)
 _OFFERS = "unnest(CAST(:t AS text[]), CAST(:o AS text[]))"
@@ -260,6 +261,24 @@ class PostgresLedgerRepository:
             },
         )
         return {(r[0], r[1]): r[2] for r in rows}
+
+    async def clocks(self, tenant: str) -> dict[int, datetime]:
+        """The tenant's stream time per partition."""
+        rows = await self.conn.execute(
+            text("SELECT partition, at FROM ledger_clocks WHERE tenant = :t"), {"t": tenant}
+        )
+        return {partition: at for partition, at in rows}
+
+    async def budgets_used(self, tenant: str) -> dict[BudgetKey, int]:
+        """What each of the tenant's budgets has used, all partitions' leases together."""
+        rows = await self.conn.execute(
+            text(
+                "SELECT name, period, currency, sum(used) FROM budget_leases WHERE tenant = :t"
+                " GROUP BY name, period, currency"
+            ),
+            {"t": tenant},
+        )
+        return {BudgetKey(tenant, n, p, c): int(total) for n, p, c, total in rows}
 
     async def clock(self, tenant: str, partition: int) -> datetime | None:
         rows = await self.conn.execute(

@@ -8,7 +8,7 @@ the approval endpoint and the tests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -115,6 +115,22 @@ def account_allowance(program: LedgerProgram, req: GrantRequest) -> Money | None
     share = int((arr.amount if arr else 0) * cap.percent_of_arr // 100)
     floor = cap.floor.amount if cap.floor and cap.floor.currency == req.cost.currency else 0
     return Money(amount=max(share, floor), currency=req.cost.currency)
+
+
+def window_cost(
+    program: LedgerProgram,
+    req: GrantRequest,
+    at: datetime,
+    granted: Iterable[tuple[datetime, int, str]],
+) -> int:
+    """What the account's ``granted`` costs ((when, cost, currency)) add up to in the
+    account cap's rolling window ending at ``at``, in the request's currency."""
+    start = at - program.account_window
+    return sum(
+        cost
+        for when, cost, currency in granted
+        if start < when <= at and currency == req.cost.currency
+    )
 
 
 @dataclass(frozen=True)
